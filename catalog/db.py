@@ -1,0 +1,143 @@
+"""Opening the DuckDB catalog: one writer at a time, idempotent migrations, clear refusals.
+
+DuckDB allows one writing process per file. vilactl keeps write connections short (open,
+one transaction, close) and, when another process holds the file, waits up to a timeout and then
+says so in one line — never a half-written catalog. Only the driver process writes; Ray workers
+return counts and the driver records them.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+
+from vilactl.catalog.schema import MIGRATIONS, SCHEMA_VERSION
+from vilactl.curation.errors import VilactlError
+
+CATALOG_FILE = "catalog.duckdb"
+LOCK_WAIT_S = 30.0
+
+
+def catalog_path(workspace: str | Path) -> Path:
+    return Path(workspace) / CATALOG_FILE
+
+
+def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except (duckdb.IOException, duckdb.ConnectionException) as e:
+            if "lock" not in str(e).lower():
+                raise VilactlError(f"{path}: cannot open catalog: {_first_line(e)}") from e
+            if time.monotonic() >= deadline:
+                pid = re.search(r"PID (\d+)", str(e))
+                who = f" (PID {pid.group(1)})" if pid else ""
+                raise VilactlError(
+                    f"{path}: catalog is in use by another process{who}; waited {wait_s:.0f} s "
+                    "— retry when it finishes (set VILACTL_LOCK_WAIT to wait longer)") from e
+            time.sleep(0.2)
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """First column of the first row, or None. (DuckDB 2 relations have no fetchone.)"""
+    rows = con.sql(sql, params=params).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _version(con: duckdb.DuckDBPyConnection) -> int:
+    has = scalar(con, "SELECT count(*) FROM information_schema.tables "
+                      "WHERE table_name = 'schema_version'")
+    if not has:
+        return 0
+    return scalar(con, "SELECT coalesce(max(version), 0) FROM schema_version")
+
+
+def _check_version(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise VilactlError(
+            f"{path}: catalog schema version {version} is newer than this vilactl knows "
+            f"({SCHEMA_VERSION}); upgrade vilactl to use it")
+
+
+def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
+    """Apply the migrations this catalog lacks, each in its own transaction. Returns the version."""
+    version = _version(con)
+    _check_version(path, version)
+    if version == 0:
+        con.execute("CREATE TABLE IF NOT EXISTS schema_version ("
+                    "version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
+    for v in sorted(MIGRATIONS):
+        if v <= version:
+            continue
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for stmt in MIGRATIONS[v]:
+                con.execute(stmt)
+            con.execute("INSERT INTO schema_version VALUES (?, now())", [v])
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        version = v
+    return version
+
+
+def lock_wait() -> float:
+    import os
+
+    return float(os.environ.get("VILACTL_LOCK_WAIT", LOCK_WAIT_S))
+
+
+def init(workspace: str | Path) -> Path:
+    """Create the workspace and catalog (or bring an existing one up to date)."""
+    path = catalog_path(workspace)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = _connect(path, read_only=False, wait_s=lock_wait())
+    try:
+        migrate(con, path)
+    finally:
+        con.close()
+    return path
+
+
+@contextlib.contextmanager
+def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A write connection inside one transaction: everything in the block lands, or nothing."""
+    path = catalog_path(workspace)
+    if not path.exists():
+        init(workspace)
+    con = _connect(path, read_only=False, wait_s=lock_wait())
+    try:
+        _check_version(path, _version(con))
+        migrate(con, path)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield con
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.close()
+
+
+@contextlib.contextmanager
+def reader(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    path = catalog_path(workspace)
+    if not path.exists():
+        raise VilactlError(f"{path}: no catalog here; run `vilactl init` (or pass --workspace)")
+    con = _connect(path, read_only=True, wait_s=lock_wait())
+    try:
+        _check_version(path, _version(con))
+        yield con
+    finally:
+        con.close()

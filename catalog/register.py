@@ -1,0 +1,138 @@
+"""Writing to the catalog: runs, datasets with their shards, and a SQL view per dataset.
+
+Callers pass a connection from `db.writer()`, so all rows of one command land in a single
+transaction. Paths are stored absolute, so the catalog can be opened from any directory
+(`duckdb <workspace>/catalog.duckdb`) and its views still find their Parquet files.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from vilactl.curation.errors import VilactlError
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def new_run_id() -> str:
+    return f"{now():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shapes results, so a run can be reproduced."""
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for pkg in ("vilactl", "duckdb", "pyarrow", "numpy", "pillow"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    for mod in ("torch", "open_clip", "transformers", "ray"):  # only if the run loaded them
+        if mod in sys.modules:
+            out[mod] = getattr(sys.modules[mod], "__version__", "?")
+    return out
+
+
+@dataclass
+class Run:
+    command: str
+    args: dict[str, Any] = field(default_factory=dict)
+    id: str = field(default_factory=new_run_id)
+    started_at: datetime = field(default_factory=now)
+    finished_at: datetime | None = None
+    status: str = "running"
+    error: str | None = None
+    counts: dict[str, Any] = field(default_factory=dict)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run: Run) -> None:
+    con.execute(
+        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [run.id, run.command, json.dumps(run.args, sort_keys=True, default=str), run.started_at,
+         run.finished_at, run.status, run.error, json.dumps(run.counts, sort_keys=True),
+         json.dumps(versions(), sort_keys=True)])
+
+
+@dataclass
+class Shard:
+    path: str
+    rows: int
+    bytes: int
+    checksum: str
+    source: str | None = None
+    status: str = "done"
+
+
+@dataclass
+class Dataset:
+    name: str
+    kind: str
+    format: str
+    uri: str
+    num_samples: int
+    num_images: int
+    num_texts: int
+    num_bytes: int
+    parents: list[str] = field(default_factory=list)
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def view_name(dataset: str) -> str:
+    return "samples_" + re.sub(r"\W", "_", dataset)
+
+
+def dataset_row(con: duckdb.DuckDBPyConnection, name: str) -> dict | None:
+    rel = con.sql("SELECT * FROM datasets WHERE name = ?", params=[name])
+    rows = rel.fetchall()
+    return dict(zip(rel.columns, rows[0])) if rows else None
+
+
+def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Shard],
+                   run_id: str, replace: bool = False) -> None:
+    """Insert a dataset, its shards and its view. Re-registering a name needs replace=True."""
+    if dataset_row(con, ds.name) is not None:
+        if not replace:
+            raise VilactlError(f"dataset {ds.name!r} is already in the catalog "
+                               "(pass --replace to register it again, or choose --name)")
+        con.execute("DELETE FROM shards WHERE dataset = ?", [ds.name])
+        con.execute("DELETE FROM datasets WHERE name = ?", [ds.name])
+    view = view_name(ds.name) if any(s.path.endswith(".parquet") for s in shards) else None
+    con.execute(
+        "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [ds.name, ds.kind, ds.format, ds.uri, ds.parents, json.dumps(ds.params, sort_keys=True),
+         run_id, ds.num_samples, ds.num_images, ds.num_texts, ds.num_bytes, view, now()])
+    created = now()
+    con.executemany(
+        "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created]
+         for s in shards])
+    if view:
+        files = [s.path for s in shards if s.path.endswith(".parquet")]
+        listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        con.execute(f'CREATE OR REPLACE VIEW "{view}" AS '
+                    f"SELECT * FROM read_parquet([{listing}])")
+
+
+def finished_run(con: duckdb.DuckDBPyConnection, command: str, args: dict) -> dict | None:
+    """The latest successful run of `command` with exactly these args, if any (for resume)."""
+    rel = con.sql("SELECT id, counts FROM runs WHERE command = ? AND status = 'ok' "
+                  "AND args = ?::JSON ORDER BY finished_at DESC LIMIT 1",
+                  params=[command, json.dumps(args, sort_keys=True, default=str)])
+    rows = rel.fetchall()
+    return {"id": rows[0][0], "counts": json.loads(rows[0][1] or "{}")} if rows else None
+
+
+def resolve(path: str | Path) -> str:
+    return str(Path(path).resolve())

@@ -1,0 +1,125 @@
+"""Reading raw corpora file by file, validating as we go, with errors that name file and row.
+
+Pure functions over files (no Ray, no DuckDB): the pipeline maps them over shards. Memory stays
+flat in the file size: COYO Parquet is read one record batch at a time, MMC4 JSONL one line at a
+time (also inside MMC4's .jsonl.zip shards).
+"""
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from vilactl.curation.atomic import sha256_file
+from vilactl.curation.errors import RecordError, VilactlError
+from vilactl.curation.records import (coyo_batch_problem, coyo_schema_problem, parse_mmc4_doc,
+                                      sample_schema_problem)
+
+MMC4_SUFFIXES = (".jsonl", ".jsonl.zip", ".jsonl.gz")
+
+
+def expand(pattern: str, what: str = "files") -> list[Path]:
+    """Sorted files matching a glob (`**` allowed); an empty match is an error."""
+    paths = sorted(Path(p) for p in globlib.glob(pattern, recursive=True) if Path(p).is_file())
+    if not paths:
+        raise VilactlError(f"no {what} match {pattern!r}")
+    return paths
+
+
+@dataclass
+class FileStats:
+    path: Path
+    rows: int
+    bytes: int
+    checksum: str
+    images: int = 0
+    texts: int = 0
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise RecordError(f"{path}: not a readable Parquet file: {e}") from e
+
+
+def scan_coyo(path: Path) -> FileStats:
+    """Validate one COYO metadata Parquet file (schema, then every row) and count it."""
+    pf = _open_parquet(path)
+    problem = coyo_schema_problem(pf.schema_arrow)
+    if problem:
+        raise RecordError(f"{path}: {problem}")
+    rows = 0
+    for batch in pf.iter_batches(columns=["id", "url"], batch_size=65536):
+        problem = coyo_batch_problem(batch, rows)
+        if problem:
+            raise RecordError(f"{path}: {problem}")
+        rows += batch.num_rows
+    return FileStats(path, rows, path.stat().st_size, sha256_file(path), images=rows, texts=rows)
+
+
+def scan_samples(path: Path) -> FileStats:
+    """Validate a training-sample Parquet file and count its samples, images and texts."""
+    pf = _open_parquet(path)
+    problem = sample_schema_problem(pf.schema_arrow)
+    if problem:
+        raise RecordError(f"{path}: {problem}")
+    rows = images = texts = 0
+    for batch in pf.iter_batches(columns=["segments"], batch_size=4096):
+        segs = pc.list_flatten(batch.column(0))
+        images += pc.sum(pc.is_valid(segs.field("image"))).as_py() or 0
+        texts += pc.sum(pc.is_valid(segs.field("text"))).as_py() or 0
+        rows += batch.num_rows
+    return FileStats(path, rows, path.stat().st_size, sha256_file(path), images, texts)
+
+
+def _jsonl_members(path: Path) -> Iterator[tuple[str, str, io.TextIOBase]]:
+    """(label for errors, key stem, text stream) for each JSONL inside the file."""
+    name = path.name
+    if name.endswith(".jsonl.zip"):
+        try:
+            zf = zipfile.ZipFile(path)
+        except zipfile.BadZipFile as e:
+            raise RecordError(f"{path}: not a readable zip archive: {e}") from e
+        with zf:
+            for member in sorted(m for m in zf.namelist() if m.endswith(".jsonl")):
+                with zf.open(member) as raw:
+                    yield (f"{path}!{member}", Path(member).name[:-len(".jsonl")],
+                           io.TextIOWrapper(raw, encoding="utf-8"))
+    elif name.endswith(".jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            yield str(path), name[:-len(".jsonl.gz")], f
+    elif name.endswith(".jsonl"):
+        with open(path, encoding="utf-8") as f:
+            yield str(path), name[:-len(".jsonl")], f
+    else:
+        raise RecordError(f"{path}: expected one of {', '.join(MMC4_SUFFIXES)}")
+
+
+def read_mmc4(path: Path) -> Iterator[dict]:
+    """Validated MMC4 documents of one file, each with a stable doc_id '<stem>:<line>'."""
+    for label, stem, stream in _jsonl_members(path):
+        try:
+            for line_no, line in enumerate(stream, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise RecordError(f"{label}:{line_no}: malformed JSON: {e.msg} "
+                                      f"(column {e.colno})") from e
+                try:
+                    yield parse_mmc4_doc(obj, f"{stem}:{line_no}")
+                except RecordError as e:
+                    raise RecordError(f"{label}:{line_no}: {e}") from e
+        except UnicodeDecodeError as e:
+            raise RecordError(f"{label}: not UTF-8 text: {e.reason}") from e

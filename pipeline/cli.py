@@ -1,0 +1,201 @@
+"""The `vilactl` command line (typer + rich).
+
+Global options pick the workspace (where the catalog and all outputs live) and the Ray cluster.
+Problems with the user's input raise VilactlError, which `main` prints as one line on stderr
+with exit code 1; usage errors exit 2 (click's convention).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from vilactl.catalog import db
+from vilactl.curation.errors import VilactlError
+from vilactl.pipeline import output
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="vilactl",
+    help="Curate MMC4 and COYO into CLIP-filtered, catalogued Parquet blends, and train a "
+         "VLM with the VILA recipe (projector init → pretraining → joint SFT).",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+register_app = typer.Typer(help="Validate real-format corpora and record them in the catalog "
+                                "(nothing is downloaded).", no_args_is_help=True)
+mirror_app = typer.Typer(help="The loopback image mirror used by the demo and the tests.",
+                         no_args_is_help=True)
+app.add_typer(register_app, name="register")
+app.add_typer(mirror_app, name="mirror")
+
+
+class State:
+    workspace: Path = Path("workspace")
+    ray_address: Optional[str] = None
+
+
+state = State()
+
+
+@app.callback()
+def _global(
+    workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w",
+                                   envvar="VILACTL_WORKSPACE",
+                                   help="Folder holding catalog.duckdb and every output."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+                                              help="Ray cluster to run jobs on; unset means a "
+                                                   "local Ray started for the command."),
+) -> None:
+    state.workspace = workspace
+    state.ray_address = ray_address
+
+
+@app.command()
+def init() -> None:
+    """Create the workspace and its catalog (idempotent; migrates an older catalog)."""
+    path = db.init(state.workspace)
+    console.print(f"catalog ready at [bold]{path}[/bold]")
+
+
+@app.command()
+def demo(
+    seed: int = typer.Option(0, help="Seed of the embedded world (same seed, same bytes)."),
+    size: str = typer.Option("demo", help="World size preset: demo or tiny."),
+    force: bool = typer.Option(False, "--force", help="Redo steps that finished earlier."),
+) -> None:
+    """Run the whole pipeline on the embedded demo world, resuming finished steps."""
+    from vilactl.pipeline.demo import run_demo
+
+    run_demo(state.workspace, seed, size, force, console)
+    output.print_summary(console, state.workspace)
+
+
+@app.command()
+def world(
+    out: Path = typer.Option(..., "--out", help="Folder to write the world to."),
+    seed: int = typer.Option(0), size: str = typer.Option("demo", help="demo or tiny."),
+) -> None:
+    """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
+    from vilactl.curation import atomic
+    from vilactl.pipeline.demo import _config
+    from vilactl.curation.world import generate
+
+    with atomic.atomic_dir(out) as tmp:
+        manifest = generate(tmp, _config(seed, size))
+    for name, c in manifest["counts"].items():
+        console.print(f"{name:>14}: {c['samples']} samples, {c['images']} images")
+
+
+@register_app.command("coyo")
+def register_coyo(
+    metadata: str = typer.Option(..., help="Glob of COYO-700M metadata Parquet files."),
+    name: str = typer.Option("coyo_meta", help="Catalog dataset name."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
+) -> None:
+    """Validate COYO-700M metadata Parquet (id, url, text required) and record it."""
+    from vilactl.pipeline.register import register_coyo as run
+
+    ds = run(state.workspace, metadata, name, replace=replace)
+    console.print(f"registered [bold]{ds.name}[/bold]: {ds.num_samples} rows")
+
+
+@register_app.command("mmc4")
+def register_mmc4(
+    docs: str = typer.Option(..., help="Glob of MMC4 document files (.jsonl, .jsonl.zip)."),
+    name: str = typer.Option("mmc4_docs", help="Catalog dataset name."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
+) -> None:
+    """Validate MMC4 documents, normalise them to Parquet in the workspace, and record them."""
+    from vilactl.pipeline.register import register_mmc4 as run
+
+    ds = run(state.workspace, docs, name, replace=replace)
+    console.print(f"registered [bold]{ds.name}[/bold]: {ds.num_samples} documents, "
+                  f"{ds.num_images} images, {ds.num_texts} sentences")
+
+
+@register_app.command("samples")
+def register_samples(
+    data: str = typer.Option(..., help="Glob of Parquet files in the training-sample schema."),
+    name: str = typer.Option(..., help="Catalog dataset name."),
+    kind: str = typer.Option("samples", help="Kind recorded in the catalog."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
+) -> None:
+    """Record Parquet already in the training-sample schema (sample_id, source, segments)."""
+    from vilactl.pipeline.register import register_samples as run
+
+    ds = run(state.workspace, data, name, replace=replace, kind=kind)
+    console.print(f"registered [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
+                  f"{ds.num_images} images")
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+@app.command()
+def sql(
+    query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),
+    format: Format = typer.Option(Format.table, "--format", "-f"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result here."),
+) -> None:
+    """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
+    blend_components, checkpoints, evals; views: lineage and samples_<dataset>."""
+    from vilactl.catalog.query import run_sql
+
+    output.emit(console, run_sql(state.workspace, query), format.value, out)
+
+
+@app.command()
+def catalog() -> None:
+    """Print a human summary of what the catalog records."""
+    output.print_summary(console, state.workspace)
+
+
+@mirror_app.command("serve")
+def mirror_serve(
+    root: Path = typer.Option(None, help="Folder to serve (default: <workspace>/world)."),
+    port: int = typer.Option(0, help="Port on 127.0.0.1 (0 picks a free one)."),
+    slow_seconds: float = typer.Option(3.0, help="Delay of the /fault/slow/ URLs."),
+) -> None:
+    """Serve a folder on 127.0.0.1 with the demo's fault URLs, until Ctrl-C."""
+    import time
+
+    from vilactl.pipeline.mirror import FAULT_KINDS, Mirror
+
+    root = root or state.workspace / "world"
+    if not root.is_dir():
+        raise VilactlError(f"{root}: no such folder to serve (run `vilactl demo` first?)")
+    with Mirror(root, port=port, slow_s=slow_seconds) as m:
+        console.print(f"serving {root} at [bold]{m.url}[/bold] "
+                      f"(faults: {m.url}/fault/<{'|'.join(FAULT_KINDS)}>/<path>); Ctrl-C stops")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+
+
+def main() -> None:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        app()
+    except VilactlError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

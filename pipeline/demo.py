@@ -1,0 +1,166 @@
+"""`vilactl demo`: the whole pipeline on the embedded world, as a list of named steps.
+
+Each step is recorded as a run (`vilactl demo:<step>`) with its counts; a rerun skips the steps
+whose run finished with the same arguments, so an interrupted demo resumes where it stopped.
+Later capabilities (download, score, curate, build, blend, train, eval) append steps here.
+"""
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rich.console import Console
+
+from vilactl.catalog import db
+from vilactl.catalog.register import Run, finished_run, now, record_run
+from vilactl.curation import atomic
+from vilactl.curation.world import PRESETS, WorldConfig, generate
+from vilactl.pipeline import register
+from vilactl.pipeline.mirror import Mirror
+
+# Demo datasets: catalog name → (world file key, kind).
+SAMPLE_SETS = {
+    "vqa": ("vqa", "instruct-vqa"),
+    "text_instruct": ("text_instruct", "instruct-text"),
+    "eval_vqa": ("eval_vqa", "eval-vqa"),
+    "eval_caption": ("eval_caption", "eval-caption"),
+    "eval_text": ("eval_text", "eval-text"),
+}
+COYO_META, MMC4_DOCS = "coyo_meta", "mmc4_docs"
+
+
+@dataclass
+class DemoContext:
+    workspace: Path
+    config: WorldConfig
+    console: Console
+    mirror: Mirror | None = None
+    state: dict = field(default_factory=dict)
+
+    @property
+    def world(self) -> Path:
+        return self.workspace / "world"
+
+
+@dataclass
+class Step:
+    name: str
+    run: Callable[[DemoContext], dict]
+    resumable: bool = True  # False: runs every time (e.g. services)
+
+
+def step_world(ctx: DemoContext) -> dict:
+    with atomic.atomic_dir(ctx.world) as tmp:
+        manifest = generate(tmp, ctx.config)
+    return {name: c["samples"] for name, c in manifest["counts"].items()}
+
+
+def step_mirror(ctx: DemoContext) -> dict:
+    """Start the loopback mirror for the rest of the demo and check that it serves and faults."""
+    ctx.mirror = Mirror(ctx.world, slow_s=2.0).start()
+    manifest = json.loads((ctx.world / "world.json").read_text())
+    import pyarrow.parquet as pq
+
+    first = pq.read_table(ctx.world / manifest["files"]["coyo"][0], columns=["url"])
+    url = next(u for u in first.column("url").to_pylist() if "/fault/" not in u)
+    with urllib.request.urlopen(ctx.mirror.rewrite(url), timeout=5) as r:
+        ok = r.status == 200 and r.read(8).startswith(b"\x89PNG")
+    try:
+        urllib.request.urlopen(ctx.mirror.url + "/fault/404/x.png", timeout=5)
+        fault_ok = False
+    except urllib.error.HTTPError as e:
+        fault_ok = e.code == 404
+    if not (ok and fault_ok):
+        raise RuntimeError("loopback mirror did not serve the world as expected")
+    ctx.console.print(f"  mirror serving {ctx.world} at {ctx.mirror.url}")
+    return {"port": ctx.mirror.port, "image_ok": ok, "fault_ok": fault_ok}
+
+
+def step_register_coyo(ctx: DemoContext) -> dict:
+    ds = register.register_coyo(ctx.workspace, str(ctx.world / "coyo" / "*.parquet"), COYO_META,
+                                replace=True, quiet=True)
+    return {"samples": ds.num_samples}
+
+
+def step_register_mmc4(ctx: DemoContext) -> dict:
+    ds = register.register_mmc4(ctx.workspace, str(ctx.world / "mmc4" / "*.jsonl.zip"),
+                                MMC4_DOCS, replace=True, quiet=True)
+    return {"samples": ds.num_samples, "images": ds.num_images}
+
+
+def step_register_sets(ctx: DemoContext) -> dict:
+    counts = {}
+    for name, (key, kind) in SAMPLE_SETS.items():
+        ds = register.register_samples(ctx.workspace, str(ctx.world / "instruct" / f"{key}.parquet"),
+                                       name, replace=True, quiet=True, kind=kind)
+        counts[name] = ds.num_samples
+    return counts
+
+
+STEPS: list[Step] = [
+    Step("world", step_world),
+    Step("mirror", step_mirror, resumable=False),
+    Step("register-coyo", step_register_coyo),
+    Step("register-mmc4", step_register_mmc4),
+    Step("register-sets", step_register_sets),
+]
+
+
+def _is_done(ctx: DemoContext, step: Step, args: dict) -> bool:
+    if not step.resumable or not (ctx.world / "world.json").exists():
+        return False
+    with db.reader(ctx.workspace) as con:
+        return finished_run(con, f"vilactl demo:{step.name}", args) is not None
+
+
+def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Console) -> dict:
+    """Run every step (skipping finished ones unless `force`); returns counts per step."""
+    db.init(workspace)
+    ctx = DemoContext(workspace, _config(seed, size), console)
+    args = {"seed": seed, "size": size}
+    results: dict[str, dict] = {}
+    try:
+        for step in STEPS:
+            if not force and _is_done(ctx, step, args):
+                console.print(f"[dim]✓ {step.name} (done earlier, skipped)[/dim]")
+                continue
+            results[step.name] = _run_step(ctx, step, args)
+    finally:
+        if ctx.mirror:
+            ctx.mirror.stop()
+    return results
+
+
+def _run_step(ctx: DemoContext, step: Step, args: dict) -> dict:
+    run = Run(command=f"vilactl demo:{step.name}", args=args)
+    t0 = time.monotonic()
+    with ctx.console.status(f"{step.name} …"):
+        try:
+            counts = step.run(ctx)
+        except BaseException as e:
+            run.status, run.finished_at = "failed", now()
+            run.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            with db.writer(ctx.workspace) as con:
+                record_run(con, run)
+            raise
+    run.status, run.counts, run.finished_at = "ok", counts, now()
+    with db.writer(ctx.workspace) as con:
+        record_run(con, run)
+    ctx.console.print(f"[green]✓[/green] {step.name} [dim]({time.monotonic() - t0:.1f} s)[/dim] "
+                      + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return counts
+
+
+def _config(seed: int, size: str) -> WorldConfig:
+    from dataclasses import replace
+
+    if size not in PRESETS:
+        from vilactl.curation.errors import VilactlError
+
+        raise VilactlError(f"unknown demo size {size!r}; choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[size], seed=seed)

@@ -1,0 +1,92 @@
+"""Rendering results for people (rich tables) and for programs (CSV, JSON, Parquet)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+from rich.console import Console
+from rich.table import Table
+
+from vilactl.catalog.query import summary
+from vilactl.curation import atomic
+from vilactl.curation.errors import VilactlError
+
+
+def _cell(v) -> str:
+    if v is None:
+        return "∅"
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    s = str(v)
+    return s if len(s) <= 120 else s[:117] + "…"
+
+
+def arrow_table(table: pa.Table, title: str | None = None) -> Table:
+    t = Table(title=title, show_lines=False)
+    for name in table.column_names:
+        t.add_column(name, overflow="fold")
+    for row in table.to_pylist():
+        t.add_row(*(_cell(v) for v in row.values()))
+    return t
+
+
+def emit(console: Console, table: pa.Table, fmt: str, out: Path | None) -> None:
+    """Print or write a query result in the chosen format (atomically when written to a file)."""
+    if fmt == "table":
+        if out:
+            raise VilactlError("--out needs --format csv, json or parquet")
+        console.print(arrow_table(table))
+        console.print(f"[dim]{table.num_rows} row(s)[/dim]")
+        return
+    if fmt == "parquet":
+        if not out:
+            raise VilactlError("--format parquet needs --out FILE")
+        atomic.write_parquet(out, table)
+        return
+    if fmt == "csv":
+        sink = pa.BufferOutputStream()
+        pacsv.write_csv(table, sink)
+        data = sink.getvalue().to_pybytes()
+    else:
+        data = (json.dumps(table.to_pylist(), default=str, indent=1) + "\n").encode()
+    if out:
+        atomic.write_bytes(out, data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "∅"
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def print_summary(console: Console, workspace: Path) -> None:
+    s = summary(workspace)
+    console.print(f"\n[bold]catalog[/bold] {s['path']} (schema v{s['schema_version']})")
+    t = Table(title="datasets")
+    for col in ("name", "kind", "samples", "images", "texts", "size", "shards", "parents"):
+        t.add_column(col, justify="right" if col in ("samples", "images", "texts", "size",
+                                                     "shards") else "left")
+    for d in s["datasets"]:
+        t.add_row(d["name"], d["kind"], _cell(d["num_samples"]), _cell(d["num_images"]),
+                  _cell(d["num_texts"]), _size(d["num_bytes"]), str(d["shards"]),
+                  d["parents"] or "")
+    console.print(t)
+    counts = ", ".join(f"{k}: {v}" for k, v in s["tables"].items())
+    console.print(f"[dim]{counts}[/dim]")
+    failed = [r for r in s["runs"] if r["status"] == "failed"]
+    for r in failed[:3]:
+        console.print(f"[yellow]failed run[/yellow] {r['id']} {r['command']}: {r['error']}")
+    console.print(f"[dim]query it: vilactl sql \"SELECT name, kind, num_samples FROM datasets\""
+                  f" or duckdb {s['path']}[/dim]")
