@@ -11,9 +11,9 @@ import gzip
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,8 +21,12 @@ import pyarrow.parquet as pq
 
 from vilactl.curation.atomic import sha256_file
 from vilactl.curation.errors import RecordError, VilactlError
-from vilactl.curation.records import (coyo_batch_problem, coyo_schema_problem, parse_mmc4_doc,
-                                      sample_schema_problem)
+from vilactl.curation.records import (
+    coyo_batch_problem,
+    coyo_schema_problem,
+    parse_mmc4_doc,
+    sample_schema_problem,
+)
 
 MMC4_SUFFIXES = (".jsonl", ".jsonl.zip", ".jsonl.gz")
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pyarrow as pa
 
@@ -184,7 +185,8 @@ def _check_matrix(sim: Any, rows: int, cols: int) -> None:
         raise RecordError(f"similarity_matrix must have {rows} rows (one per image)")
     for r, row in enumerate(sim):
         if not isinstance(row, list) or len(row) != cols:
-            raise RecordError(f"similarity_matrix row {r} must have {cols} values (one per sentence)")
+            raise RecordError(
+                f"similarity_matrix row {r} must have {cols} values (one per sentence)")
 
 
 def _int_or_none(v: Any) -> int | None:

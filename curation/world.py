@@ -80,9 +80,10 @@ def pick_fault(rng: np.random.Generator, rate: float, faults: tuple[str, ...]) -
 # ---------------------------------------------------------------- COYO
 def make_coyo(cfg: WorldConfig, out: Path) -> tuple[list[dict], list[dict]]:
     """COYO-format rows (metadata only, images written to images/coyo/) and their truth."""
+    import io
+
     import imagehash
     from PIL import Image
-    import io
 
     rng = stream(cfg, "coyo")
     scenes: list[Scene] = []

@@ -82,7 +82,8 @@ def make_mmc4_docs(cfg, out: Path, rng: np.random.Generator) -> tuple[list[dict]
     docs, truth = [], []
     for d in range(cfg.mmc4_docs):
         # The key vilactl derives when it registers MMC4: "<shard stem>:<line>".
-        key = f"{shard_name(d // cfg.mmc4_shard_docs)}:{d % cfg.mmc4_shard_docs + 1}"
+        stem = shard_name(d // cfg.mmc4_shard_docs).removesuffix(".jsonl")
+        key = f"{stem}:{d % cfg.mmc4_shard_docs + 1}"
         doc, t = make_doc(cfg, out, rng, key, d)
         docs.append(doc)
         truth.extend(t)

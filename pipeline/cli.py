@@ -10,7 +10,6 @@ import os
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +37,7 @@ app.add_typer(mirror_app, name="mirror")
 
 class State:
     workspace: Path = Path("workspace")
-    ray_address: Optional[str] = None
+    ray_address: str | None = None
 
 
 state = State()
@@ -49,7 +48,7 @@ def _global(
     workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w",
                                    envvar="VILACTL_WORKSPACE",
                                    help="Folder holding catalog.duckdb and every output."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
+    ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
                                               help="Ray cluster to run jobs on; unset means a "
                                                    "local Ray started for the command."),
 ) -> None:
@@ -84,8 +83,8 @@ def world(
 ) -> None:
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
     from vilactl.curation import atomic
-    from vilactl.pipeline.demo import _config
     from vilactl.curation.world import generate
+    from vilactl.pipeline.demo import _config
 
     with atomic.atomic_dir(out) as tmp:
         manifest = generate(tmp, _config(seed, size))
@@ -146,7 +145,7 @@ class Format(str, Enum):
 def sql(
     query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),
     format: Format = typer.Option(Format.table, "--format", "-f"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the result here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result here."),
 ) -> None:
     """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
     blend_components, checkpoints, evals; views: lineage and samples_<dataset>."""

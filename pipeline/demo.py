@@ -10,9 +10,9 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from rich.console import Console
 
@@ -96,8 +96,9 @@ def step_register_mmc4(ctx: DemoContext) -> dict:
 def step_register_sets(ctx: DemoContext) -> dict:
     counts = {}
     for name, (key, kind) in SAMPLE_SETS.items():
-        ds = register.register_samples(ctx.workspace, str(ctx.world / "instruct" / f"{key}.parquet"),
-                                       name, replace=True, quiet=True, kind=kind)
+        pattern = str(ctx.world / "instruct" / f"{key}.parquet")
+        ds = register.register_samples(ctx.workspace, pattern, name, replace=True, quiet=True,
+                                       kind=kind)
         counts[name] = ds.num_samples
     return counts
 

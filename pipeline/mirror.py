@@ -29,7 +29,7 @@ NOT_AN_IMAGE = b"<html><body><h1>Sorry, this page is not an image</h1></body></h
 
 
 class _Handler(BaseHTTPRequestHandler):
-    server: "_Server"
+    server: _Server
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args) -> None:  # keep test and demo output clean
@@ -120,7 +120,7 @@ class Mirror:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self) -> "Mirror":
+    def start(self) -> Mirror:
         self._server = _Server(self.root, self.port, self.slow_s)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="vilactl-mirror",
@@ -134,7 +134,7 @@ class Mirror:
             self._server.server_close()
             self._server = None
 
-    def __enter__(self) -> "Mirror":
+    def __enter__(self) -> Mirror:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -1,6 +1,7 @@
 """Rendering results for people (rich tables) and for programs (CSV, JSON, Parquet)."""
 from __future__ import annotations
 
+import decimal
 import json
 import sys
 from pathlib import Path
@@ -35,6 +36,15 @@ def arrow_table(table: pa.Table, title: str | None = None) -> Table:
     return t
 
 
+def _json_value(v):
+    # DuckDB sums BIGINTs to HUGEINT, which Arrow carries as a decimal: give JSON a number.
+    if isinstance(v, decimal.Decimal):
+        return int(v) if v == v.to_integral_value() else float(v)
+    if isinstance(v, bytes):
+        return f"<{len(v)} bytes>"
+    return str(v)
+
+
 def emit(console: Console, table: pa.Table, fmt: str, out: Path | None) -> None:
     """Print or write a query result in the chosen format (atomically when written to a file)."""
     if fmt == "table":
@@ -53,7 +63,7 @@ def emit(console: Console, table: pa.Table, fmt: str, out: Path | None) -> None:
         pacsv.write_csv(table, sink)
         data = sink.getvalue().to_pybytes()
     else:
-        data = (json.dumps(table.to_pylist(), default=str, indent=1) + "\n").encode()
+        data = (json.dumps(table.to_pylist(), default=_json_value, indent=1) + "\n").encode()
     if out:
         atomic.write_bytes(out, data)
     else:

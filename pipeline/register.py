@@ -7,8 +7,8 @@ neither files nor rows behind.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from rich.progress import track
 
