@@ -73,6 +73,7 @@ class Shard:
     checksum: str
     source: str | None = None
     status: str = "done"
+    counts: dict[str, Any] | None = None
 
 
 @dataclass
@@ -115,9 +116,10 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
          run_id, ds.num_samples, ds.num_images, ds.num_texts, ds.num_bytes, view, now()])
     created = now()
     con.executemany(
-        "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created]
-         for s in shards])
+        "INSERT INTO shards (dataset, path, rows, bytes, checksum, status, source, run_id, "
+        "created_at, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created,
+          None if s.counts is None else json.dumps(s.counts, sort_keys=True)] for s in shards])
     if view:
         files = [s.path for s in shards if s.path.endswith(".parquet")]
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)

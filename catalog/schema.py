@@ -104,6 +104,10 @@ MIGRATIONS: dict[int, list[str]] = {
         """CREATE VIEW lineage AS
             SELECT name AS dataset, unnest(parents) AS parent FROM datasets""",
     ],
+    2: [
+        # Per-shard counts of the stage that wrote it (attempted, succeeded, failed by reason…).
+        "ALTER TABLE shards ADD COLUMN counts JSON",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

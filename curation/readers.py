@@ -71,6 +71,27 @@ def scan_coyo(path: Path) -> FileStats:
     return FileStats(path, rows, path.stat().st_size, sha256_file(path), images=rows, texts=rows)
 
 
+def read_row_range(path: Path, start: int, stop: int,
+                   columns: list[str] | None = None) -> pa.Table:
+    """Rows [start, stop) of a Parquet file, reading only the row groups that hold them."""
+    pf = _open_parquet(path)
+    groups, first, offset = [], None, 0
+    for i in range(pf.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if offset + n > start and offset < stop:
+            groups.append(i)
+            first = offset if first is None else first
+        offset += n
+    if not groups:
+        return pf.schema_arrow.empty_table().select(columns) if columns else \
+            pf.schema_arrow.empty_table()
+    return pf.read_row_groups(groups, columns=columns).slice(start - first, stop - start)
+
+
+def parquet_rows(path: Path) -> int:
+    return _open_parquet(path).metadata.num_rows
+
+
 def scan_samples(path: Path) -> FileStats:
     """Validate a training-sample Parquet file and count its samples, images and texts."""
     pf = _open_parquet(path)

@@ -60,6 +60,32 @@ MMC4_SCHEMA = pa.schema([
 ])
 MMC4_REQUIRED = ("text_list", "image_info")
 
+# ---------------------------------------------------------------- downloaded images
+# Columns `vilactl download` adds to a record for each image it fetched (img2dataset's names).
+IMAGE_FIELDS = [
+    ("image", pa.binary()),            # encoded bytes (jpg unless --encode-format says otherwise)
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("original_width", pa.int32()),
+    ("original_height", pa.int32()),
+    ("sha256", pa.string()),           # of the downloaded (original) bytes
+]
+# COYO pairs with their image: the sample key, the COYO columns, then the image fields. The COYO
+# `width`/`height` columns describe the original image; the image's own are `image_width` etc.
+COYO_IMAGES_SCHEMA = pa.schema(
+    [("key", pa.string())] + list(COYO_SCHEMA)
+    + [(f"image_{n}" if n in ("width", "height") else n, t) for n, t in IMAGE_FIELDS])
+# MMC4 documents with images: each image_info entry carries its bytes.
+MMC4_IMAGE_INFO_WITH_BYTES = pa.struct(list(MMC4_IMAGE_INFO) + [pa.field(n, t)
+                                                                 for n, t in IMAGE_FIELDS])
+MMC4_IMAGES_SCHEMA = pa.schema([
+    f if f.name != "image_info" else pa.field("image_info", pa.list_(MMC4_IMAGE_INFO_WITH_BYTES))
+    for f in MMC4_SCHEMA
+])
+FAILURES_SCHEMA = pa.schema([
+    ("key", pa.string()), ("url", pa.string()), ("reason", pa.string()), ("error", pa.string()),
+])
+
 # ---------------------------------------------------------------- training samples
 ROLES = ("user", "assistant", "system")
 SEGMENT = pa.struct([("role", pa.string()), ("text", pa.string()), ("image", pa.binary())])

@@ -17,6 +17,7 @@ from rich.console import Console
 from vilactl.catalog import db
 from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
+from vilactl.pipeline.cli_download import download as download_cmd
 
 console = Console()
 err_console = Console(stderr=True)
@@ -32,6 +33,7 @@ register_app = typer.Typer(help="Validate real-format corpora and record them in
 mirror_app = typer.Typer(help="The loopback image mirror used by the demo and the tests.",
                          no_args_is_help=True)
 app.add_typer(register_app, name="register")
+app.command("download")(download_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 

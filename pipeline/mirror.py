@@ -89,6 +89,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # downloaders open hundreds of connections at once
 
     def __init__(self, root: Path, port: int, slow_s: float):
         super().__init__(("127.0.0.1", port), _Handler)

@@ -63,25 +63,43 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
                    {"metadata": pattern, "name": name}, replace)
 
 
+def normalise_mmc4(paths: list[Path], dest: Path, quiet: bool = False) -> list[FileStats]:
+    """Validate MMC4 files and write them as MMC4_SCHEMA Parquet, one part per input file.
+
+    The folder is renamed into place only after every file validated, so bad input leaves no
+    folder behind. (The catalog transaction follows; a failure in between leaves a folder no
+    dataset points at, which the next register of this name replaces.)"""
+    stats: list[FileStats] = []
+    try:
+        with atomic.atomic_dir(dest) as tmp:
+            it = paths if quiet else track(paths, description="validating MMC4", transient=True)
+            for k, src in enumerate(it):
+                docs = list(read_mmc4(src))
+                out = tmp / f"part-{k:05d}.parquet"
+                atomic.write_parquet(out, mmc4_table(docs), row_group_size=1024)
+                stats.append(FileStats(dest / out.name, len(docs), out.stat().st_size,
+                                       atomic.sha256_file(out),
+                                       images=sum(len(d["image_info"]) for d in docs),
+                                       texts=sum(len(d["text_list"]) for d in docs)))
+    except BaseException:
+        _remove_if_empty(dest.parent)
+        raise
+    return stats
+
+
+def _remove_if_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError:
+        pass
+
+
 def register_mmc4(workspace: Path, pattern: str, name: str, replace: bool = False,
                   quiet: bool = False) -> Dataset:
     paths = expand(pattern, "MMC4 document files")
     _check_name_free(workspace, name, replace)
     dest = workspace / "datasets" / name
-    stats: list[FileStats] = []
-    with atomic.atomic_dir(dest) as tmp:
-        it = paths if quiet else track(paths, description="validating MMC4", transient=True)
-        for k, src in enumerate(it):
-            docs = list(read_mmc4(src))
-            out = tmp / f"part-{k:05d}.parquet"
-            atomic.write_parquet(out, mmc4_table(docs), row_group_size=1024)
-            stats.append(FileStats(dest / out.name, len(docs), out.stat().st_size,
-                                   atomic.sha256_file(out),
-                                   images=sum(len(d["image_info"]) for d in docs),
-                                   texts=sum(len(d["text_list"]) for d in docs)))
-        # The folder is renamed into place only after every file validated; the catalog
-        # transaction follows. A failure in between leaves a folder no dataset points at, which
-        # the next register of this name replaces.
+    stats = normalise_mmc4(paths, dest, quiet)
     ds = Dataset(name=name, kind="mmc4-docs", format="parquet", uri=resolve(dest),
                  num_samples=sum(s.rows for s in stats), num_images=sum(s.images for s in stats),
                  num_texts=sum(s.texts for s in stats), num_bytes=sum(s.bytes for s in stats),

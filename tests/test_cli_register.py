@@ -86,13 +86,16 @@ def test_bad_inputs_fail_with_one_line_and_leave_catalog_unchanged(ws, coyo_rows
 def test_newer_catalog_is_refused_unchanged(ws, coyo_parquet):
     import duckdb
 
+    from vilactl.catalog.schema import SCHEMA_VERSION
+
+    newer = SCHEMA_VERSION + 1
     con = duckdb.connect(str(ws / "catalog.duckdb"))
-    con.execute("INSERT INTO schema_version VALUES (2, now())")
+    con.execute("INSERT INTO schema_version VALUES (?, now())", [newer])
     con.close()
     before = catalog_snapshot(ws)
     assert_one_line_failure(
         run_cli("register", "coyo", "--metadata", str(coyo_parquet), workspace=ws),
-        "catalog schema version 2 is newer than this vilactl knows (1)")
+        f"catalog schema version {newer} is newer than this vilactl knows ({SCHEMA_VERSION})")
     assert catalog_snapshot(ws) == before
 
 
