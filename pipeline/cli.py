@@ -12,15 +12,12 @@ from enum import Enum
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
 from vilactl.catalog import db
 from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
 from vilactl.pipeline.cli_download import download as download_cmd
-
-console = Console()
-err_console = Console(stderr=True)
+from vilactl.pipeline.context import console, err_console, state
 
 app = typer.Typer(
     name="vilactl",
@@ -37,12 +34,6 @@ app.command("download")(download_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 
-class State:
-    workspace: Path = Path("workspace")
-    ray_address: str | None = None
-
-
-state = State()
 
 
 @app.callback()
@@ -74,7 +65,7 @@ def demo(
     """Run the whole pipeline on the embedded demo world, resuming finished steps."""
     from vilactl.pipeline.demo import run_demo
 
-    run_demo(state.workspace, seed, size, force, console)
+    run_demo(state.workspace, seed, size, force, console, state.ray_address)
     output.print_summary(console, state.workspace)
 
 

@@ -6,6 +6,7 @@ Later capabilities (download, score, curate, build, blend, train, eval) append s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import urllib.error
@@ -40,6 +41,7 @@ class DemoContext:
     config: WorldConfig
     console: Console
     mirror: Mirror | None = None
+    ray_address: str | None = None
     state: dict = field(default_factory=dict)
 
     @property
@@ -52,6 +54,7 @@ class Step:
     name: str
     run: Callable[[DemoContext], dict]
     resumable: bool = True  # False: runs every time (e.g. services)
+    needs_ray: bool = False
 
 
 def step_world(ctx: DemoContext) -> dict:
@@ -103,12 +106,37 @@ def step_register_sets(ctx: DemoContext) -> dict:
     return counts
 
 
+def _download(ctx: DemoContext, kind: str, source: str, name: str) -> dict:
+    from vilactl.pipeline.download import DownloadRequest, download
+    from vilactl.pipeline.fetch import FetchOptions
+
+    # The world's URLs point at mirror.vilactl.test; fetch them from the loopback mirror, whose
+    # slow URLs (2 s) outlast the 1 s timeout.
+    opts = FetchOptions(image_size=ctx.config.image_size, timeout=1.0, threads=32,
+                        allow_private_network=True,
+                        url_map=((ctx.config.base_url, ctx.mirror.url),))
+    req = DownloadRequest(kind=kind, name=name, from_dataset=source, opts=opts,
+                          shard_size=500 if kind == "coyo" else 100)
+    ds = download(ctx.workspace, req, ctx.ray_address, ctx.console, quiet=False)
+    return {"samples": ds.num_samples, "images": ds.num_images}
+
+
+def step_download_coyo(ctx: DemoContext) -> dict:
+    return _download(ctx, "coyo", COYO_META, "coyo")
+
+
+def step_download_mmc4(ctx: DemoContext) -> dict:
+    return _download(ctx, "mmc4", MMC4_DOCS, "mmc4")
+
+
 STEPS: list[Step] = [
     Step("world", step_world),
     Step("mirror", step_mirror, resumable=False),
     Step("register-coyo", step_register_coyo),
     Step("register-mmc4", step_register_mmc4),
     Step("register-sets", step_register_sets),
+    Step("download-coyo", step_download_coyo, needs_ray=True),
+    Step("download-mmc4", step_download_mmc4, needs_ray=True),
 ]
 
 
@@ -119,28 +147,33 @@ def _is_done(ctx: DemoContext, step: Step, args: dict) -> bool:
         return finished_run(con, f"vilactl demo:{step.name}", args) is not None
 
 
-def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Console) -> dict:
+def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Console,
+             ray_address: str | None = None) -> dict:
     """Run every step (skipping finished ones unless `force`); returns counts per step."""
+    from vilactl.pipeline.ray_runtime import ray_session
+
     db.init(workspace)
-    ctx = DemoContext(workspace, _config(seed, size), console)
+    ctx = DemoContext(workspace, _config(seed, size), console, ray_address=ray_address)
     args = {"seed": seed, "size": size}
     results: dict[str, dict] = {}
-    try:
+    with contextlib.ExitStack() as stack:
+        stack.callback(lambda: ctx.mirror and ctx.mirror.stop())
+        ray_started = False
         for step in STEPS:
             if not force and _is_done(ctx, step, args):
                 console.print(f"[dim]✓ {step.name} (done earlier, skipped)[/dim]")
                 continue
+            if step.needs_ray and not ray_started:  # one Ray for all the steps that need it
+                stack.enter_context(ray_session(ray_address))
+                ray_started = True
             results[step.name] = _run_step(ctx, step, args)
-    finally:
-        if ctx.mirror:
-            ctx.mirror.stop()
     return results
 
 
 def _run_step(ctx: DemoContext, step: Step, args: dict) -> dict:
     run = Run(command=f"vilactl demo:{step.name}", args=args)
     t0 = time.monotonic()
-    with ctx.console.status(f"{step.name} …"):
+    with contextlib.nullcontext() if step.needs_ray else ctx.console.status(f"{step.name} …"):
         try:
             counts = step.run(ctx)
         except BaseException as e:

@@ -32,7 +32,7 @@ from vilactl.curation import atomic
 from vilactl.curation.errors import VilactlError
 from vilactl.curation.readers import expand, parquet_rows, scan_coyo
 from vilactl.pipeline import download_units as units_mod
-from vilactl.pipeline.download_units import Unit, data_suffix
+from vilactl.pipeline.download_units import Unit
 from vilactl.pipeline.fetch import FetchOptions
 from vilactl.pipeline.ray_runtime import Rate, ray_session, run_tasks
 from vilactl.pipeline.register import normalise_mmc4
@@ -243,8 +243,7 @@ def _register(workspace: Path, req: DownloadRequest, run: Run, units: list[Unit]
               stats: dict[str, dict], out: Path, identity: dict, parents: list,
               console: Console) -> Dataset:
     t = totals(stats)
-    suffix = data_suffix(req.fmt)
-    shards = [Shard(path=resolve(u.path(out, suffix)), rows=stats[u.id]["rows"],
+    shards = [Shard(path=resolve(u.data_path(out, req.fmt)), rows=stats[u.id]["rows"],
                     bytes=stats[u.id]["file_bytes"], checksum=stats[u.id]["checksum"],
                     source=u.source, counts={k: v for k, v in stats[u.id].items()
                                              if k not in ("checksum", "source", "unit")})

@@ -1,9 +1,9 @@
 """One download work unit: read its rows, fetch their images, commit its outputs atomically.
 
 A unit is a row range of one input Parquet file. It writes, in this order:
-  part-<unit>.parquet | .tar     the records with their images (successes only)
-  part-<unit>.failures.parquet   key, url, reason, error of every failed URL
-  part-<unit>.stats.json         counts — written last: its presence means the unit is done
+  part-<unit>.parquet | .tar        the records with their images (successes only)
+  _failures/part-<unit>.parquet     key, url, reason, error of every failed URL
+  _stats/part-<unit>.json           counts — written last: its presence means the unit is done
 Each file goes to a temporary name and is renamed into place, so a killed worker leaves no
 half-written file under a final name, and a rerun that redoes the unit overwrites the same names:
 each key lands exactly once. No Ray here; pipeline/download.py runs these as Ray tasks.
@@ -42,8 +42,14 @@ class Unit:
     start: int
     stop: int
 
-    def path(self, out: Path, suffix: str) -> Path:
-        return out / f"part-{self.id}{suffix}"
+    def data_path(self, out: Path, fmt: str = "parquet") -> Path:
+        return out / f"part-{self.id}{data_suffix(fmt)}"
+
+    def failures_path(self, out: Path) -> Path:
+        return out / "_failures" / f"part-{self.id}.parquet"
+
+    def stats_path(self, out: Path) -> Path:
+        return out / "_stats" / f"part-{self.id}.json"
 
 
 def data_suffix(fmt: str) -> str:
@@ -51,11 +57,11 @@ def data_suffix(fmt: str) -> str:
 
 
 def is_done(unit: Unit, out: Path) -> bool:
-    return unit.path(out, ".stats.json").exists()
+    return unit.stats_path(out).exists()
 
 
 def read_stats(unit: Unit, out: Path) -> dict:
-    return json.loads(unit.path(out, ".stats.json").read_text())
+    return json.loads(unit.stats_path(out).read_text())
 
 
 def _fetch_counts(results: pa.Table, seconds: float) -> dict:
@@ -77,15 +83,15 @@ def _failures(results: pa.Table, urls: dict[str, str]) -> pa.Table:
 
 def _commit(unit: Unit, out: Path, fmt: str, data: pa.Table, failures: pa.Table,
             stats: dict) -> None:
-    path = unit.path(out, data_suffix(fmt))
+    path = unit.data_path(out, fmt)
     if fmt == "webdataset":
         atomic.write_bytes(path, _to_tar(data))
     else:
         atomic.write_parquet(path, data, row_group_size=1024)
-    atomic.write_parquet(unit.path(out, ".failures.parquet"), failures)
+    atomic.write_parquet(unit.failures_path(out), failures)
     stats = {**stats, "unit": unit.id, "source": unit.source, "rows": data.num_rows,
              "file_bytes": path.stat().st_size, "checksum": atomic.sha256_file(path)}
-    atomic.write_text(unit.path(out, ".stats.json"), json.dumps(stats, sort_keys=True))
+    atomic.write_text(unit.stats_path(out), json.dumps(stats, sort_keys=True))
 
 
 def _to_tar(table: pa.Table) -> bytes:
@@ -136,7 +142,7 @@ def _coyo_join(rows: pa.Table, keys: list[str], results: pa.Table) -> pa.Table:
 def coyo_retry(unit: Unit, out: Path, opts: FetchOptions, fmt: str, workdir: Path) -> dict:
     """Re-attempt a done unit's transient failures; merge new successes (each key once)."""
     stats = read_stats(unit, out)
-    failures = pq.read_table(unit.path(out, ".failures.parquet"))
+    failures = pq.read_table(unit.failures_path(out))
     retry = failures.filter(pa.array([is_transient(r) for r in
                                       failures.column("reason").to_pylist()], pa.bool_()))
     if retry.num_rows == 0 or fmt != "parquet":
@@ -150,7 +156,7 @@ def coyo_retry(unit: Unit, out: Path, opts: FetchOptions, fmt: str, workdir: Pat
     results = fetch(keys, urls, opts, workdir)
     new = _fetch_counts(results, time.monotonic() - t0)
     fresh = _coyo_join(rows, keys, results)
-    old = pq.read_table(unit.path(out, ".parquet"))
+    old = pq.read_table(unit.data_path(out))
     merged = pa.concat_tables([old.filter(pc.invert(pc.is_in(old.column("key"),
                                                              fresh.column("key")))), fresh])
     remaining = pa.concat_tables([

@@ -22,6 +22,10 @@ from vilactl.curation.errors import VilactlError
 @contextlib.contextmanager
 def ray_session(address: str | None) -> Iterator[None]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not address:
+        # A local Ray binds to loopback only (Ray otherwise advertises the machine's network
+        # address); the variable must be set before Ray is imported, and workers inherit it.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
@@ -31,7 +35,8 @@ def ray_session(address: str | None) -> Iterator[None]:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a local Ray"
         raise VilactlError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from e

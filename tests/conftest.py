@@ -72,3 +72,38 @@ def catalog_snapshot(workspace: Path) -> dict:
         return {t: sorted(map(repr, con.sql(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
     finally:
         con.close()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """A real Ray head on 127.0.0.1 for the session (`ray start --head`), stopped at the end.
+
+    Tests pass its address with --ray-address, which also exercises the cluster path."""
+    ray = str(Path(sys.executable).parent / "ray")
+    port = free_port()
+    # Loopback only: Ray would otherwise swap 127.0.0.1 for the machine's network address.
+    # `ray start` enables token auth (the token in ~/.ray/auth_token); clients must opt in.
+    extra = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+             "RAY_AUTH_MODE": "token"}
+    saved = {k: os.environ.get(k) for k in extra}
+    os.environ.update(extra)
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
+                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                   check=True, capture_output=True, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -15,6 +15,20 @@ def demo_ws(tmp_path_factory):
     return ws
 
 
+def _truth(ws, name):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(ws / "world" / "truth" / f"{name}.parquet").to_pylist()
+
+
+def _complete_docs(ws) -> dict[str, int]:
+    """Documents whose every image is served (VILA's rule), with their image counts."""
+    docs: dict[str, list[bool]] = {}
+    for t in _truth(ws, "mmc4"):
+        docs.setdefault(t["doc_id"], []).append(t["fault"] in ("", "redirect"))
+    return {d: len(ok) for d, ok in docs.items() if all(ok)}
+
+
 def sql_json(ws, query):
     return json.loads(run_cli("sql", query, "--format", "json", workspace=ws, check=True).stdout)
 
@@ -25,6 +39,11 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
                              "ORDER BY name")
     got = {r["name"]: (r["num_samples"], r["num_images"]) for r in rows}
     c = manifest["counts"]
+    downloaded = {k: got.pop(k) for k in ("coyo", "mmc4")}
+    healthy = sum(1 for t in _truth(demo_ws, "coyo") if t["fault"] in ("", "redirect"))
+    assert downloaded["coyo"] == (healthy, healthy)
+    docs_ok = _complete_docs(demo_ws)
+    assert downloaded["mmc4"] == (len(docs_ok), sum(docs_ok.values()))
     assert got == {
         "coyo_meta": (c["coyo"]["samples"], c["coyo"]["images"]),
         "mmc4_docs": (c["mmc4"]["samples"], c["mmc4"]["images"]),
@@ -42,13 +61,16 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     steps = sql_json(demo_ws, "SELECT command, status FROM runs WHERE command "
                               "LIKE 'vilactl demo:%' ORDER BY started_at")
     assert [s["command"].split(":")[1] for s in steps] == \
-        ["world", "mirror", "register-coyo", "register-mmc4", "register-sets"]
+        ["world", "mirror", "register-coyo", "register-mmc4", "register-sets", "download-coyo",
+         "download-mmc4"]
     assert all(s["status"] == "ok" for s in steps)
     shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
     # Everything but the mirror (a service, started every time) is skipped; no rows are added.
-    assert second.stdout.count("done earlier, skipped") == 4
-    assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == [{"n": 3 + 3 + 5}]
+    assert second.stdout.count("done earlier, skipped") == 6
+    # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file.
+    assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
+        [{"n": 3 + 3 + 5 + 3 + 3}]
 
 
 def test_every_catalog_doc_query_runs(demo_ws):
