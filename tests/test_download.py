@@ -222,3 +222,24 @@ def test_bad_input(world, tmp_path, coyo_rows, ray_head):
                          needle)
     assert catalog_snapshot(ws) == before
     assert not (ws / "datasets").exists() or not any((ws / "datasets").iterdir())
+
+
+def test_failed_units_are_retried_then_reported(ray_head, tmp_path):
+    from vilactl.pipeline.ray_runtime import ray_session, run_tasks
+
+    def flaky(marker: str, failures: int) -> int:  # nested: Ray ships it by value
+        import pathlib
+
+        p = pathlib.Path(marker)
+        attempt = int(p.read_text()) + 1 if p.exists() else 1
+        p.write_text(str(attempt))
+        if attempt <= failures:
+            raise RuntimeError(f"attempt {attempt} failed")
+        return attempt
+
+    calls = [("flaky", (str(tmp_path / "a"), 2)), ("broken", (str(tmp_path / "b"), 99))]
+    with ray_session(ray_head):
+        results, errors = run_tasks(flaky, calls, num_cpus=0.5, retries=2, describe="t",
+                                    quiet=True)
+    assert results == {"flaky": 3}  # failed twice, third attempt committed
+    assert list(errors) == ["broken"] and "attempt 3 failed" in errors["broken"]
