@@ -119,14 +119,20 @@ def coyo_unit(unit: Unit, out: Path, opts: FetchOptions, fmt: str, workdir: Path
     if is_done(unit, out):  # a retried Ray task must not redo committed work
         return read_stats(unit, out)
     rows = _coyo_rows(unit)
+    data, failures, stats = _fetch_coyo(rows, opts, workdir)
+    _commit(unit, out, fmt, data, failures, stats)
+    return read_stats(unit, out)
+
+
+def _fetch_coyo(rows: pa.Table, opts: FetchOptions, workdir: Path
+                ) -> tuple[pa.Table, pa.Table, dict]:
+    """(successful rows with their images, failures, counts) for COYO rows."""
     keys = [str(i) for i in rows.column("id").to_pylist()]
     urls = rows.column("url").to_pylist()
     t0 = time.monotonic()
     results = fetch(keys, urls, opts, workdir)
     stats = _fetch_counts(results, time.monotonic() - t0)
-    data = _coyo_join(rows, keys, results)
-    _commit(unit, out, fmt, data, _failures(results, dict(zip(keys, urls))), stats)
-    return read_stats(unit, out)
+    return _coyo_join(rows, keys, results), _failures(results, dict(zip(keys, urls))), stats
 
 
 def _coyo_join(rows: pa.Table, keys: list[str], results: pa.Table) -> pa.Table:
@@ -150,18 +156,13 @@ def coyo_retry(unit: Unit, out: Path, opts: FetchOptions, fmt: str, workdir: Pat
     rows = _coyo_rows(unit)
     rows = rows.filter(pc.is_in(pc.cast(rows.column("id"), pa.string()),
                                 value_set=retry.column("key")))
-    keys = [str(i) for i in rows.column("id").to_pylist()]
-    urls = rows.column("url").to_pylist()
-    t0 = time.monotonic()
-    results = fetch(keys, urls, opts, workdir)
-    new = _fetch_counts(results, time.monotonic() - t0)
-    fresh = _coyo_join(rows, keys, results)
+    fresh, fresh_failures, new = _fetch_coyo(rows, opts, workdir)
     old = pq.read_table(unit.data_path(out))
     merged = pa.concat_tables([old.filter(pc.invert(pc.is_in(old.column("key"),
                                                              fresh.column("key")))), fresh])
     remaining = pa.concat_tables([
-        failures.filter(pc.invert(pc.is_in(failures.column("key"), pa.array(keys)))),
-        _failures(results, dict(zip(keys, urls)))])
+        failures.filter(pc.invert(pc.is_in(failures.column("key"), retry.column("key")))),
+        fresh_failures])
     stats["succeeded"] += new["succeeded"]
     failed = Counter(r for r in remaining.column("reason").to_pylist())
     stats["failed"] = dict(sorted(failed.items()))
