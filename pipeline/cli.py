@@ -135,6 +135,27 @@ class Format(str, Enum):
 
 
 @app.command()
+def score(
+    dataset: str = typer.Argument(..., help="A downloaded dataset with images (coyo-images)."),
+    model: str = typer.Option("ViT-B-32", help="open_clip model name (vilactl-demo-clip for "
+                                               "the demo's own)."),
+    pretrained: str | None = typer.Option("openai", help="open_clip weights tag or a local "
+                                                         "checkpoint path (.safetensors)."),
+    batch_size: int = typer.Option(256, help="Pairs per forward pass."),
+    name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_scores)."),
+    replace: bool = typer.Option(False, "--replace", help="Recompute all shards."),
+) -> None:
+    """CLIP image–text similarity per pair (open_clip, Ray Data actor pool), resumable."""
+    from vilactl.curation.clip_scorer import ScorerSpec
+    from vilactl.pipeline.score import ScoreRequest
+    from vilactl.pipeline.score import score as run
+
+    req = ScoreRequest(dataset, ScorerSpec(model, pretrained or None), name, batch_size, replace)
+    ds = run(state.workspace, req, state.ray_address, console)
+    console.print(f"scored [bold]{ds.name}[/bold]: {ds.num_samples} pairs")
+
+
+@app.command()
 def sql(
     query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),
     format: Format = typer.Option(Format.table, "--format", "-f"),

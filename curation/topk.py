@@ -1,0 +1,130 @@
+"""Exact global top-K by (score desc, id asc) in one streaming pass with O(K + batch) memory.
+
+Scores are mapped to an order-preserving unsigned 64-bit key, so "higher score" is "higher
+key" with exact float semantics (no rounding, -0.0 == 0.0). The selector keeps candidates whose
+key is at least the current threshold — the K-th best key seen so far — and compacts them back
+to exactly K whenever they exceed 2K, raising the threshold. Ties are broken by id ascending
+only at compaction, so the result equals a full lexsort of all N rows (tested against numpy)
+while never holding more than ~2K candidates plus one batch. NaN and null scores are excluded
+and counted. Per-shard selectors can be merged (`merge`) for parallel runs: the top K of a
+union is the top K of the union of each part's top K.
+
+The cutoff (key, id) of the K-th row then defines the selection for a final pass that writes
+rows: keep a row iff key > cutoff_key, or key == cutoff_key and id <= cutoff_id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_SIGN = np.uint64(1 << 63)
+
+
+def order_key(scores: np.ndarray) -> np.ndarray:
+    """uint64 keys that sort like the float scores (NaN must be removed first)."""
+    bits = np.ascontiguousarray(scores, dtype=np.float64).copy()
+    bits[bits == 0] = 0.0  # -0.0 and 0.0 are the same score
+    u = bits.view(np.uint64)
+    neg = (u & _SIGN) != 0
+    return np.where(neg, ~u, u | _SIGN)
+
+
+def key_to_score(key: int) -> float:
+    u = np.uint64(key)
+    bits = (u & ~_SIGN) if (u & _SIGN) else ~u
+    return float(np.array([bits], dtype=np.uint64).view(np.float64)[0])
+
+
+def best_k(keys: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (key desc, id asc) rows, unordered — O(n) via partition, exact on ties."""
+    if len(keys) <= k:
+        return keys, ids
+    kth = np.partition(keys, len(keys) - k)[len(keys) - k]  # the k-th largest key
+    above = keys > kth
+    need = k - int(above.sum())
+    tie = np.flatnonzero(keys == kth)
+    if need < len(tie):  # keep the tied rows with the smallest ids
+        tie = tie[np.argpartition(ids[tie], need - 1)[:need]] if need else tie[:0]
+    keep = np.concatenate([np.flatnonzero(above), tie])
+    return keys[keep], ids[keep]
+
+
+@dataclass
+class TopK:
+    k: int
+    keys: list[np.ndarray] = field(default_factory=list)
+    ids: list[np.ndarray] = field(default_factory=list)
+    size: int = 0
+    threshold: np.uint64 = np.uint64(0)
+    seen: int = 0
+    excluded_nan: int = 0
+
+    def add(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        scores = np.asarray(scores, dtype=np.float64)
+        finite = ~np.isnan(scores)
+        self.seen += len(scores)
+        self.excluded_nan += int((~finite).sum())
+        keys = order_key(scores[finite])
+        ids = np.asarray(ids)[finite]
+        mask = keys >= self.threshold
+        self._push(keys[mask], ids[mask])
+
+    def _push(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        if len(keys):
+            self.keys.append(keys)
+            self.ids.append(ids)
+            self.size += len(keys)
+        if self.size > 2 * self.k:
+            self._compact()
+
+    def _compact(self) -> None:
+        if not self.keys:
+            return
+        keys, ids = best_k(np.concatenate(self.keys), np.concatenate(self.ids), self.k)
+        self.keys, self.ids, self.size = [keys], [ids], len(keys)
+        if len(keys) >= self.k:
+            self.threshold = keys.min()
+
+    def merge(self, other: "TopK") -> None:
+        self.seen += other.seen
+        self.excluded_nan += other.excluded_nan
+        for keys, ids in zip(other.keys, other.ids):
+            mask = keys >= self.threshold
+            self._push(keys[mask], ids[mask])
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(keys, ids) of the selection sorted best first: exactly min(K, eligible) rows."""
+        self._compact()
+        if not self.keys:
+            return np.empty(0, np.uint64), np.empty(0)
+        keys, ids = self.keys[0], self.ids[0]
+        order = np.lexsort((ids, ~keys))  # key desc, then id asc
+        return keys[order], ids[order]
+
+
+@dataclass(frozen=True)
+class Cutoff:
+    key: int
+    id: object
+
+    @property
+    def score(self) -> float:
+        return key_to_score(self.key)
+
+    def keep(self, scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Mask of rows at or above the cutoff: exactly the selected rows."""
+        scores = np.asarray(scores, dtype=np.float64)
+        finite = ~np.isnan(scores)
+        keys = np.zeros(len(scores), np.uint64)
+        keys[finite] = order_key(scores[finite])
+        ck = np.uint64(self.key)
+        return finite & ((keys > ck) | ((keys == ck) & (np.asarray(ids) <= self.id)))
+
+
+def cutoff_of(keys: np.ndarray, ids: np.ndarray) -> Cutoff | None:
+    """The cutoff of a result sorted best first (its last row), or None when empty."""
+    if len(keys) == 0:
+        return None
+    last = ids[-1]
+    return Cutoff(int(keys[-1]), last.item() if hasattr(last, "item") else last)

@@ -1,0 +1,243 @@
+"""`vilactl score DATASET`: CLIP image–text scores on Ray Data, resumable per shard.
+
+Ray Data reads the downloaded shards, decodes and preprocesses images in parallel tasks, and
+scores them in an actor pool (one actor per GPU; on the CPU actors take fractional CPUs — whole
+CPUs have deadlocked a 2-CPU Ray). The driver streams the scores back, and writes one score file
+per input shard (`part-<shard>.parquet`: key, id, score, model, weights_sha256) atomically as
+soon as the shard is complete, so a rerun skips finished shards.
+"""
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from vilactl.catalog import db
+from vilactl.catalog.register import (
+    Dataset,
+    Run,
+    Shard,
+    dataset_row,
+    now,
+    record_dataset,
+    record_run,
+    resolve,
+)
+from vilactl.curation import atomic
+from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
+from vilactl.curation.errors import VilactlError
+from vilactl.pipeline.ray_runtime import ray_session
+
+SCORABLE = {"coyo-images"}
+SCORES_SCHEMA = pa.schema([("key", pa.string()), ("id", pa.int64()), ("score", pa.float32()),
+                           ("model", pa.string()), ("weights_sha256", pa.string())])
+
+
+@dataclass
+class ScoreRequest:
+    dataset: str
+    spec: ScorerSpec
+    name: str | None = None
+    batch_size: int = 256
+    replace: bool = False
+
+    @property
+    def out_name(self) -> str:
+        return self.name or f"{self.dataset}_scores"
+
+
+def _source(workspace: Path, req: ScoreRequest) -> list[Path]:
+    if not db.catalog_path(workspace).exists():
+        raise VilactlError(f"unknown dataset {req.dataset!r}: no catalog in {workspace}")
+    with db.reader(workspace) as con:
+        row = dataset_row(con, req.dataset)
+        if row is None:
+            raise VilactlError(f"unknown dataset {req.dataset!r} (see `vilactl catalog`)")
+        paths = [Path(p) for (p,) in con.sql(
+            "SELECT path FROM shards WHERE dataset = ? AND status = 'done' ORDER BY path",
+            params=[req.dataset]).fetchall()]
+    if row["kind"] not in SCORABLE or row["format"] != "parquet":
+        raise VilactlError(f"dataset {req.dataset!r} ({row['kind']}, {row['format']}) has no "
+                           "images to score; download it first (vilactl download coyo "
+                           f"--from-dataset {req.dataset})")
+    return paths
+
+
+def out_path(out: Path, shard: Path) -> Path:
+    return out / f"part-{shard.stem.removeprefix('part-')}.parquet"
+
+
+class _Preprocess:
+    """Ray Data task: decode image bytes and apply the model's own preprocessing."""
+
+    def __init__(self, preprocess):
+        self.preprocess = preprocess
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        pixels, ok = [], []
+        for data in batch["image"]:
+            try:
+                pixels.append(self.preprocess(Image.open(io.BytesIO(data)).convert("RGB")))
+                ok.append(True)
+            except Exception:  # noqa: BLE001 — an undecodable image gets a NaN score, counted
+                pixels.append(None)
+                ok.append(False)
+        shape = next((p.shape for p in pixels if p is not None), (3, 1, 1))
+        arr = np.stack([p.numpy() if p is not None else np.zeros(shape, np.float32)
+                        for p in pixels])
+        return {"key": batch["key"], "id": batch["id"], "text": batch["text"],
+                "path": batch["path"], "pixels": arr, "ok": np.array(ok)}
+
+
+class _ScoreActor:
+    def __init__(self, spec: ScorerSpec):
+        self.scorer = ClipScorer(spec)
+
+    def __call__(self, batch: dict) -> dict:
+        scores = self.scorer.score(batch["pixels"], [str(t) for t in batch["text"]])
+        scores = np.where(batch["ok"], scores, np.nan).astype(np.float32)
+        return {"key": batch["key"], "id": batch["id"], "path": batch["path"], "score": scores}
+
+
+def _expected_rows(paths: list[Path]) -> dict[str, int]:
+    import pyarrow.parquet as pq
+
+    return {str(p): pq.ParquetFile(p).metadata.num_rows for p in paths}
+
+
+def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, info: dict,
+                   batch_size: int, device: str) -> dict:
+    import ray.data
+
+    expected = _expected_rows(paths)
+    gpu = device == "cuda"
+    ds = ray.data.read_parquet([str(p) for p in paths], columns=["key", "id", "image", "text"],
+                               include_paths=True)
+    ds = ds.map_batches(_Preprocess, fn_constructor_args=(preprocess,), batch_size=batch_size,
+                        concurrency=(1, 2), num_cpus=0.5, batch_format="numpy")
+    ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec,), batch_size=batch_size,
+                        concurrency=_actors(gpu), num_cpus=0.5 if not gpu else 1,
+                        num_gpus=1 if gpu else 0, batch_format="numpy")
+    pending: dict[str, list[dict]] = defaultdict(list)
+    counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
+    for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        for path in np.unique(batch["path"]):
+            sel = batch["path"] == path
+            pending[path].append({k: batch[k][sel] for k in ("key", "id", "score")})
+            if sum(len(b["key"]) for b in pending[path]) == expected[_norm(path, expected)]:
+                _write_shard(out, Path(_norm(path, expected)), pending.pop(path), info, counts)
+    if pending:
+        raise RuntimeError(f"scores incomplete for {len(pending)} shard(s)")
+    return counts
+
+
+def _actors(gpu: bool) -> int:
+    import ray
+
+    if gpu:
+        return max(1, int(ray.cluster_resources().get("GPU", 1)))
+    return 1
+
+
+def _norm(path: str, expected: dict[str, int]) -> str:
+    """Ray Data may report paths without the leading slash; map back to our spelling."""
+    if path in expected:
+        return path
+    return next(p for p in expected if p.endswith(path.lstrip("/")))
+
+
+def _write_shard(out: Path, shard: Path, parts: list[dict], info: dict, counts: dict) -> None:
+    keys = np.concatenate([p["key"] for p in parts]).astype(str)
+    order = np.argsort(keys, kind="stable")  # the order inside a shard does not depend on Ray
+    scores = np.concatenate([p["score"] for p in parts])[order]
+    table = pa.table({"key": keys[order], "id": np.concatenate([p["id"] for p in parts])[order],
+                      "score": scores,
+                      "model": pa.array([info["model"]] * len(keys)).dictionary_encode(),
+                      "weights_sha256": pa.array([info["weights_sha256"]] * len(keys))
+                      .dictionary_encode()})
+    atomic.write_parquet(out_path(out, shard), table.cast(pa.schema([
+        (f.name, table.schema.field(f.name).type if f.name in ("model", "weights_sha256")
+         else f.type) for f in SCORES_SCHEMA])))
+    counts["scored"] += int(np.isfinite(scores).sum())
+    counts["undecodable"] += int((~np.isfinite(scores)).sum())
+    counts["shards_written"] += 1
+
+
+def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
+          quiet: bool = False) -> Dataset:
+    if req.batch_size <= 0:
+        raise VilactlError(f"--batch-size must be positive, got {req.batch_size}")
+    paths = _source(workspace, req)
+    scorer = ClipScorer(req.spec)  # validates model and weights before any work
+    info = req.spec.describe(scorer.model, scorer.preprocess)
+    out = workspace / "datasets" / req.out_name
+    identity = {"dataset": req.dataset, "shards": [resolve(p) for p in paths], **info}
+    marker = out / "score.json"
+    if marker.exists() and json.loads(marker.read_text()) != identity:
+        if not req.replace:
+            raise VilactlError(f"{req.out_name!r} holds scores from another model or input "
+                               f"({marker}); pass --replace or choose --name")
+        for f in out.glob("part-*.parquet"):
+            f.unlink()
+    atomic.write_text(marker, json.dumps(identity, indent=1, sort_keys=True))
+    run = Run(command=f"vilactl score {req.dataset} --model {req.spec.model}",
+              args={"dataset": req.dataset, "model": req.spec.model,
+                    "pretrained": req.spec.pretrained, "name": req.out_name})
+    with db.writer(workspace) as con:
+        record_run(con, run)
+    todo = [p for p in paths if not out_path(out, p).exists()]
+    t0 = time.monotonic()
+    counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
+    try:
+        if todo:
+            if not quiet:
+                console.print(f"scoring {len(todo)} of {len(paths)} shard(s) with "
+                              f"{req.spec.model} on {scorer.device}")
+            with ray_session(ray_address):
+                counts = _stream_scores(todo, out, req.spec, scorer.preprocess, info,
+                                        req.batch_size, scorer.device)
+    except BaseException as e:
+        run.status, run.finished_at = "failed", now()
+        run.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        with db.writer(workspace) as con:
+            record_run(con, run)
+        raise
+    seconds = time.monotonic() - t0
+    return _register(workspace, req, run, paths, out, info, counts, seconds)
+
+
+def _register(workspace: Path, req: ScoreRequest, run: Run, paths: list[Path], out: Path,
+              info: dict, counts: dict, seconds: float) -> Dataset:
+    import pyarrow.parquet as pq
+
+    shards, total, nan = [], 0, 0
+    for p in paths:
+        f = out_path(out, p)
+        col = pq.read_table(f, columns=["score"]).column("score")
+        n = len(col)
+        bad = int(pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0)
+        total, nan = total + n, nan + bad
+        shards.append(Shard(path=resolve(f), rows=n, bytes=f.stat().st_size,
+                            checksum=atomic.sha256_file(f), source=resolve(p),
+                            counts={"scored": n - bad, "undecodable": bad}))
+    ds = Dataset(name=req.out_name, kind="clip-scores", format="parquet", uri=resolve(out),
+                 num_samples=total, num_images=0, num_texts=0,
+                 num_bytes=sum(s.bytes for s in shards), parents=[req.dataset],
+                 params={k: v for k, v in info.items()})
+    run.counts = {**counts, "rows": total, "undecodable_total": nan,
+                  "seconds": round(seconds, 2),
+                  "pairs_per_s": round(counts["scored"] / seconds, 1) if seconds else None}
+    run.status, run.finished_at = "ok", now()
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_dataset(con, ds, shards, run.id, replace=True)
+    return ds
