@@ -86,7 +86,7 @@ class TopK:
         if len(keys) >= self.k:
             self.threshold = keys.min()
 
-    def merge(self, other: "TopK") -> None:
+    def merge(self, other: TopK) -> None:
         self.seen += other.seen
         self.excluded_nan += other.excluded_nan
         for keys, ids in zip(other.keys, other.ids):

@@ -156,6 +156,29 @@ def score(
 
 
 @app.command()
+def curate(
+    corpus: str = typer.Argument("coyo", help="coyo (image-text pairs)."),
+    top_k: int = typer.Option(..., "--top-k", help="Keep exactly this many pairs."),
+    dataset: str = typer.Option("coyo", help="Dataset to select from (metadata or images)."),
+    score: str | None = typer.Option(None, help="Expression over its columns, e.g. "
+                                                "'clip_similarity_vitb32 + clip_similarity_vitl14'"
+                                                "; default: the scores of `vilactl score`."),
+    dedup: str = typer.Option("", help="Comma list: url, phash (keep the best of each group)."),
+    name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_top<K>)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
+) -> None:
+    """Exact global top-K by (score desc, id asc), O(K + one shard) memory, on Ray."""
+    from vilactl.pipeline.curate import CurateRequest
+    from vilactl.pipeline.curate import curate as run
+
+    if corpus != "coyo":
+        raise VilactlError(f"curate supports coyo, not {corpus!r}")
+    req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
+    ds = run(state.workspace, req, state.ray_address, console)
+    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs")
+
+
+@app.command()
 def sql(
     query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),
     format: Format = typer.Option(Format.table, "--format", "-f"),

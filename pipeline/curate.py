@@ -1,0 +1,213 @@
+"""`vilactl curate coyo --top-k K`: the exact global top-K pairs by score, deduplicated.
+
+Pass 1 (Ray tasks, one per shard) computes each shard's candidates above the driver's running
+threshold; the driver merges them into the exact top K by (score desc, id asc) — memory O(K + one
+shard). With --dedup, candidates are deduplicated best first (curation/dedup.py; a margin of
+extra candidates covers the dropped ones, widened and rerun if it does not). The final pass
+writes every row at or above the cutoff (score, id), minus dropped duplicates: exactly K rows.
+The selection (K, rows scanned, cutoff and tie id, exclusions by reason, score source, model)
+goes to the catalog's `selections` table, the rows to a new dataset.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from vilactl.catalog import db
+from vilactl.catalog.register import (
+    Dataset,
+    Run,
+    Shard,
+    dataset_row,
+    now,
+    record_dataset,
+    record_run,
+    resolve,
+)
+from vilactl.curation import atomic, score_expr
+from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
+from vilactl.curation.errors import VilactlError
+from vilactl.curation.topk import TopK, cutoff_of
+from vilactl.pipeline import curate_shards as shards_mod
+from vilactl.pipeline.curate_shards import ShardSource
+from vilactl.pipeline.ray_runtime import ray_session, run_tasks
+
+CURATABLE = {"coyo-metadata", "coyo-images"}
+
+
+@dataclass
+class CurateRequest:
+    top_k: int
+    dataset: str = "coyo"
+    score: str | None = None            # expression; None = the recomputed CLIP score
+    dedup: list[str] = field(default_factory=list)
+    name: str | None = None
+    replace: bool = False
+
+    @property
+    def out_name(self) -> str:
+        return self.name or f"{self.dataset}_top{self.top_k}"
+
+
+def _sources(workspace: Path, req: CurateRequest) -> tuple[list[ShardSource], dict, dict]:
+    """The shards with their score source, the dataset row, and what the score is."""
+    if req.top_k <= 0:
+        raise VilactlError(f"--top-k must be positive, got {req.top_k}")
+    check_fields(req.dedup)
+    if not db.catalog_path(workspace).exists():
+        raise VilactlError(f"unknown dataset {req.dataset!r}: no catalog in {workspace}")
+    with db.reader(workspace) as con:
+        row = dataset_row(con, req.dataset)
+        if row is None:
+            raise VilactlError(f"unknown dataset {req.dataset!r} (see `vilactl catalog`)")
+        paths = [p for (p,) in con.sql("SELECT path FROM shards WHERE dataset = ? AND status = "
+                                       "'done' ORDER BY path", params=[req.dataset]).fetchall()]
+        scores = None if req.score else con.sql(
+            "SELECT d.name, d.params, s.source, s.path FROM datasets d JOIN shards s "
+            "ON s.dataset = d.name WHERE d.kind = 'clip-scores' AND list_contains(d.parents, ?) "
+            "ORDER BY d.created_at DESC", params=[req.dataset]).fetchall()
+    if row["kind"] not in CURATABLE or row["format"] != "parquet":
+        raise VilactlError(f"dataset {req.dataset!r} is {row['kind']}/{row['format']}; "
+                           f"curate takes {' or '.join(sorted(CURATABLE))} Parquet")
+    if req.score:
+        score_expr.check(req.score, pq.read_schema(paths[0]), f"dataset {req.dataset!r}")
+        return [ShardSource(p, expr=req.score) for p in paths], row, {
+            "score_source": "expression", "score_expr": req.score}
+    if not scores:
+        raise VilactlError(f"no CLIP scores for {req.dataset!r}: run `vilactl score "
+                           f"{req.dataset}` first, or pass --score EXPR over its columns")
+    latest = scores[0][0]
+    by_source = {src: path for name, _, src, path in scores if name == latest}
+    missing = [p for p in paths if p not in by_source]
+    if missing:
+        raise VilactlError(f"scores {latest!r} do not cover shard {missing[0]}; rerun "
+                           f"`vilactl score {req.dataset}`")
+    params = json.loads(scores[0][1])
+    return [ShardSource(p, scores=by_source[p]) for p in paths], row, {
+        "score_source": "clip", "score_expr": f"clip:{params.get('model')}",
+        "scores_dataset": latest, "model": params.get("model"),
+        "weights_sha256": params.get("weights_sha256")}
+
+
+def _select(sources: list[ShardSource], k: int) -> TopK:
+    total = TopK(k)
+
+    def merge(_name, part):
+        total.merge(part)
+        return f"threshold {total.threshold}"
+
+    # Each shard returns at most k candidates; merging compacts, so the driver holds O(2k).
+    calls = [(s.data, (shards_mod.shard_topk, s, k, int(total.threshold))) for s in sources]
+    _run(calls, "select", merge)
+    return total
+
+
+def _run(calls, describe, on_done=None) -> dict:
+    results, errors = run_tasks(_call, calls, num_cpus=0.5, retries=1, describe=describe,
+                                on_done=on_done, quiet=True)
+    if errors:
+        name, err = sorted(errors.items())[0]
+        raise VilactlError(f"curate failed on shard {name}: {err}")
+    return results
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def _dedup(sources, req, keys, ids) -> tuple[np.ndarray, np.ndarray, list, dict]:
+    columns = [DEDUP_FIELDS[f] for f in req.dedup]
+    meta: dict = {}
+    for part in _run([(s.data, (shards_mod.shard_lookup, s, ids, columns)) for s in sources],
+                     "dedup lookup").values():
+        meta.update(part)
+    kept, dropped, counts = dedup_ranked(ids.tolist(), meta, req.dedup)
+    rank = {i: r for r, i in enumerate(ids.tolist())}
+    kept = kept[:req.top_k]
+    last = rank[kept[-1]] if kept else -1
+    dropped = [d for d in dropped if rank[d] < last]  # only those above the cutoff matter
+    sel = np.array([rank[i] for i in kept], dtype=np.int64)
+    return keys[sel], ids[sel], dropped, {f"duplicate_{f}": n for f, n in counts.items()}
+
+
+def select(sources: list[ShardSource], req: CurateRequest):
+    """(keys, ids, dropped duplicate ids, counts, rows scanned, nan excluded), exact."""
+    margin = 0 if not req.dedup else max(1000, req.top_k // 20)
+    while True:
+        sel = _select(sources, req.top_k + margin)
+        keys, ids = sel.result()
+        if not req.dedup:
+            return keys, ids, [], {}, sel.seen, sel.excluded_nan
+        k_keys, k_ids, dropped, counts = _dedup(sources, req, keys, ids)
+        exhausted = len(ids) < req.top_k + margin
+        if len(k_ids) >= req.top_k or exhausted:
+            return k_keys, k_ids, dropped, counts, sel.seen, sel.excluded_nan
+        margin *= 4  # more duplicates than spare candidates: widen and select again
+
+
+def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console) -> Dataset:
+    sources, src_row, score_info = _sources(workspace, req)
+    out = workspace / "datasets" / req.out_name
+    with db.reader(workspace) as con:
+        taken = dataset_row(con, req.out_name)
+    if (taken or out.exists()) and not req.replace:
+        raise VilactlError(f"dataset {req.out_name!r} exists; pass --replace or choose --name")
+    run = Run(command=f"vilactl curate coyo --top-k {req.top_k} --dataset {req.dataset}",
+              args={"top_k": req.top_k, "dataset": req.dataset, "score": req.score,
+                    "dedup": req.dedup, "name": req.out_name})
+    with ray_session(ray_address):
+        keys, ids, dropped, dup_counts, seen, nan = select(sources, req)
+        if len(ids) < req.top_k:
+            console.print(f"[yellow]warning:[/yellow] only {len(ids)} eligible rows for "
+                          f"K={req.top_k}: keeping all of them")
+        cutoff = cutoff_of(keys, ids)
+        rows = _write(sources, cutoff, np.array(dropped, dtype=np.int64), out) if cutoff \
+            else _write_empty(out)
+    if sum(rows.values()) != len(ids):
+        raise RuntimeError(f"final pass kept {sum(rows.values())} rows, expected {len(ids)}")
+    return _register(workspace, req, run, src_row, score_info, out, rows, cutoff,
+                     {"rows_scanned": seen, "excluded_nan_or_null": nan, **dup_counts})
+
+
+def _write(sources, cutoff, dropped, out: Path) -> dict:
+    with atomic.atomic_dir(out) as tmp:
+        calls = [(s.data, (shards_mod.shard_write, s, cutoff, dropped,
+                           str(tmp / f"part-{Path(s.data).stem.removeprefix('part-')}.parquet")))
+                 for s in sources]
+        return _run(calls, "write")
+
+
+def _write_empty(out: Path) -> dict:
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    return {}
+
+
+def _register(workspace, req, run, src_row, score_info, out, rows, cutoff, counts) -> Dataset:
+    files = sorted(out.glob("part-*.parquet"))
+    shards = [Shard(path=resolve(f), rows=pq.ParquetFile(f).metadata.num_rows,
+                    bytes=f.stat().st_size, checksum=atomic.sha256_file(f)) for f in files]
+    n = sum(rows.values())
+    ds = Dataset(name=req.out_name, kind=src_row["kind"], format="parquet", uri=resolve(out),
+                 num_samples=n, num_images=n, num_texts=n,
+                 num_bytes=sum(s.bytes for s in shards), parents=[req.dataset],
+                 params={**score_info, "top_k": req.top_k, "dedup": req.dedup})
+    params = {**score_info, "tie_id": cutoff.id if cutoff else None, "excluded": {
+        k: v for k, v in counts.items() if k != "rows_scanned"}, "dedup": req.dedup}
+    run.counts = {**counts, "selected": n}
+    run.status, run.finished_at = "ok", now()
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_dataset(con, ds, shards, run.id, replace=req.replace)
+        con.execute("DELETE FROM selections WHERE name = ?", [req.out_name])
+        con.execute("INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [req.out_name, req.dataset, score_info["score_expr"], req.top_k,
+                     cutoff.score if cutoff else None, counts["rows_scanned"], n,
+                     json.dumps(params, sort_keys=True, default=str), run.id, now()])
+    return ds
