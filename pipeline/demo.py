@@ -42,6 +42,7 @@ class DemoContext:
     console: Console
     mirror: Mirror | None = None
     ray_address: str | None = None
+    size: str = "demo"
     state: dict = field(default_factory=dict)
 
     @property
@@ -129,6 +130,54 @@ def step_download_mmc4(ctx: DemoContext) -> dict:
     return _download(ctx, "mmc4", MMC4_DOCS, "mmc4")
 
 
+def clip_dir(ctx: DemoContext) -> Path:
+    return ctx.workspace / "models" / "demo-clip"
+
+
+def step_train_clip(ctx: DemoContext) -> dict:
+    from rich.progress import Progress
+
+    from vilactl.catalog.register import new_run_id
+    from vilactl.curation.demo_clip import train_demo_clip
+
+    steps, pairs = (200, 16000) if ctx.size == "demo" else (40, 4000)
+    with Progress(console=ctx.console, transient=True) as bar:
+        task = bar.add_task("train demo CLIP", total=steps)
+        meta = train_demo_clip(clip_dir(ctx), seed=ctx.config.seed, steps=steps, pairs=pairs,
+                               progress=lambda s, loss: bar.update(
+                                   task, completed=s, description=f"demo CLIP loss {loss:.3f}"))
+    with db.writer(ctx.workspace) as con:
+        con.execute("DELETE FROM checkpoints WHERE id = 'demo-clip'")
+        con.execute("INSERT INTO checkpoints VALUES ('demo-clip', 'clip', ?, ?, ?, NULL, NULL, "
+                    "?, now())", [new_run_id(), meta["weights"], steps,
+                                  json.dumps({"final_loss": meta["final_loss"],
+                                              "weights_sha256": meta["weights_sha256"]})])
+    return {"steps": steps, "final_loss": meta["final_loss"]}
+
+
+def step_score_coyo(ctx: DemoContext) -> dict:
+    from vilactl.curation.clip_scorer import DEMO_CLIP, ScorerSpec
+    from vilactl.curation.demo_clip import WEIGHTS_FILE
+    from vilactl.pipeline.score import ScoreRequest, score
+
+    spec = ScorerSpec(DEMO_CLIP, str(clip_dir(ctx) / WEIGHTS_FILE))
+    ds = score(ctx.workspace, ScoreRequest("coyo", spec, replace=True), ctx.ray_address,
+               ctx.console, quiet=True)
+    return {"scored": ds.num_samples}
+
+
+def step_curate_coyo(ctx: DemoContext) -> dict:
+    from vilactl.pipeline.curate import CurateRequest, curate
+
+    with db.reader(ctx.workspace) as con:
+        n = db.scalar(con, "SELECT num_samples FROM datasets WHERE name = 'coyo'")
+    # Keep the best half of the downloaded pairs (the world corrupts 30% of captions).
+    req = CurateRequest(top_k=max(1, n // 2), dataset="coyo", dedup=["url"],
+                        name="coyo_curated", replace=True)
+    ds = curate(ctx.workspace, req, ctx.ray_address, ctx.console)
+    return {"selected": ds.num_samples, "of": n}
+
+
 STEPS: list[Step] = [
     Step("world", step_world),
     Step("mirror", step_mirror, resumable=False),
@@ -137,6 +186,9 @@ STEPS: list[Step] = [
     Step("register-sets", step_register_sets),
     Step("download-coyo", step_download_coyo, needs_ray=True),
     Step("download-mmc4", step_download_mmc4, needs_ray=True),
+    Step("train-clip", step_train_clip),
+    Step("score-coyo", step_score_coyo, needs_ray=True),
+    Step("curate-coyo", step_curate_coyo, needs_ray=True),
 ]
 
 
@@ -153,7 +205,8 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
     from vilactl.pipeline.ray_runtime import ray_session
 
     db.init(workspace)
-    ctx = DemoContext(workspace, _config(seed, size), console, ray_address=ray_address)
+    ctx = DemoContext(workspace, _config(seed, size), console, ray_address=ray_address,
+                      size=size)
     args = {"seed": seed, "size": size}
     results: dict[str, dict] = {}
     with contextlib.ExitStack() as stack:

@@ -116,16 +116,23 @@ def _expected_rows(paths: list[Path]) -> dict[str, int]:
 
 def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, info: dict,
                    batch_size: int, device: str) -> dict:
-    import ray.data
+    import logging
 
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-operator progress lines
+    ray.data.DataContext.get_current().enable_progress_bars = False
     expected = _expected_rows(paths)
     gpu = device == "cuda"
     ds = ray.data.read_parquet([str(p) for p in paths], columns=["key", "id", "image", "text"],
                                include_paths=True)
     ds = ds.map_batches(_Preprocess, fn_constructor_args=(preprocess,), batch_size=batch_size,
-                        concurrency=(1, 2), num_cpus=0.5, batch_format="numpy")
+                        compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
+                        batch_format="numpy")
     ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec,), batch_size=batch_size,
-                        concurrency=_actors(gpu), num_cpus=0.5 if not gpu else 1,
+                        compute=ActorPoolStrategy(size=_actors(gpu)),
+                        num_cpus=0.5 if not gpu else 1,
                         num_gpus=1 if gpu else 0, batch_format="numpy")
     pending: dict[str, list[dict]] = defaultdict(list)
     counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
