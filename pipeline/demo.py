@@ -140,10 +140,11 @@ def step_train_clip(ctx: DemoContext) -> dict:
     from vilactl.catalog.register import new_run_id
     from vilactl.curation.demo_clip import train_demo_clip
 
-    steps, pairs = (200, 16000) if ctx.size == "demo" else (40, 4000)
+    steps, pairs, batch = (200, 16000, 256) if ctx.size == "demo" else (120, 4000, 128)
     with Progress(console=ctx.console, transient=True) as bar:
         task = bar.add_task("train demo CLIP", total=steps)
         meta = train_demo_clip(clip_dir(ctx), seed=ctx.config.seed, steps=steps, pairs=pairs,
+                               batch_size=batch,
                                progress=lambda s, loss: bar.update(
                                    task, completed=s, description=f"demo CLIP loss {loss:.3f}"))
     with db.writer(ctx.workspace) as con:

@@ -40,6 +40,8 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
     got = {r["name"]: (r["num_samples"], r["num_images"]) for r in rows}
     c = manifest["counts"]
     downloaded = {k: got.pop(k) for k in ("coyo", "mmc4")}
+    assert got.pop("coyo_scores") == (downloaded["coyo"][0], 0)
+    assert got.pop("coyo_curated") == (downloaded["coyo"][0] // 2,) * 2
     healthy = sum(1 for t in _truth(demo_ws, "coyo") if t["fault"] in ("", "redirect"))
     assert downloaded["coyo"] == (healthy, healthy)
     docs_ok = _complete_docs(demo_ws)
@@ -62,15 +64,26 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
                               "LIKE 'vilactl demo:%' ORDER BY started_at")
     assert [s["command"].split(":")[1] for s in steps] == \
         ["world", "mirror", "register-coyo", "register-mmc4", "register-sets", "download-coyo",
-         "download-mmc4"]
+         "download-mmc4", "train-clip", "score-coyo", "curate-coyo"]
     assert all(s["status"] == "ok" for s in steps)
     shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
     # Everything but the mirror (a service, started every time) is skipped; no rows are added.
-    assert second.stdout.count("done earlier, skipped") == 6
-    # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file.
+    assert second.stdout.count("done earlier, skipped") == 9
+    # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file;
+    # scores and the curated set: one file per downloaded COYO shard.
     assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
-        [{"n": 3 + 3 + 5 + 3 + 3}]
+        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3}]
+
+
+def test_demo_clip_curation_keeps_clean_pairs(demo_ws):
+    """Top 50% of downloaded pairs by the demo CLIP's score: mostly true captions."""
+    corrupted = {t["id"]: t["corrupted"] for t in _truth(demo_ws, "coyo")}  # test-only truth
+    kept = sql_json(demo_ws, "SELECT id FROM samples_coyo_curated")
+    n = sql_json(demo_ws, "SELECT num_samples AS n FROM datasets WHERE name = 'coyo'")[0]["n"]
+    assert len(kept) == n // 2
+    precision = 1 - sum(corrupted[r["id"]] for r in kept) / len(kept)
+    assert precision >= 0.9, precision
 
 
 def test_every_catalog_doc_query_runs(demo_ws):
