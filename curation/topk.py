@@ -61,14 +61,17 @@ class TopK:
     excluded_nan: int = 0
 
     def add(self, scores: np.ndarray, ids: np.ndarray) -> None:
-        scores = np.asarray(scores, dtype=np.float64)
-        finite = ~np.isnan(scores)
+        scores = np.asarray(scores).astype(np.float64, copy=False)  # exact for float32 input
         self.seen += len(scores)
-        self.excluded_nan += int((~finite).sum())
-        keys = order_key(scores[finite])
-        ids = np.asarray(ids)[finite]
-        mask = keys >= self.threshold
-        self._push(keys[mask], ids[mask])
+        self.excluded_nan += int(np.count_nonzero(np.isnan(scores)))
+        # Compare floats first (NaN compares False) so only survivors pay for key encoding.
+        mask = scores >= self.threshold_score if self.threshold else ~np.isnan(scores)
+        keys = order_key(scores[mask])
+        self._push(keys, np.asarray(ids)[mask])
+
+    @property
+    def threshold_score(self) -> float:
+        return key_to_score(int(self.threshold))
 
     def _push(self, keys: np.ndarray, ids: np.ndarray) -> None:
         if len(keys):
@@ -82,6 +85,7 @@ class TopK:
         if not self.keys:
             return
         keys, ids = best_k(np.concatenate(self.keys), np.concatenate(self.ids), self.k)
+        keys, ids = keys.copy(), ids.copy()  # do not pin the concatenated buffers
         self.keys, self.ids, self.size = [keys], [ids], len(keys)
         if len(keys) >= self.k:
             self.threshold = keys.min()
