@@ -100,7 +100,15 @@ class _Preprocess:
 
 class _ScoreActor:
     def __init__(self, spec: ScorerSpec):
+        import os
+
+        import torch
+
         self.scorer = ClipScorer(spec)
+        if self.scorer.device == "cpu":
+            # Ray sets OMP_NUM_THREADS=1 in workers holding < 1 CPU; the forward pass is the
+            # heavy part on a CPU node, so let it use the cores.
+            torch.set_num_threads(os.cpu_count() or 1)
 
     def __call__(self, batch: dict) -> dict:
         scores = self.scorer.score(batch["pixels"], [str(t) for t in batch["text"]])
