@@ -127,6 +127,31 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
                     f"SELECT * FROM read_parquet([{listing}])")
 
 
+def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
+    """A dataset's catalog row and its finished shard paths; one clear line if unknown."""
+    from vilactl.catalog import db
+
+    if not db.catalog_path(workspace).exists():
+        raise VilactlError(f"unknown dataset {name!r}: no catalog in {workspace}")
+    with db.reader(workspace) as con:
+        row = dataset_row(con, name)
+        if row is None:
+            raise VilactlError(f"unknown dataset {name!r} (see `vilactl catalog`)")
+        paths = [p for (p,) in con.sql("SELECT path FROM shards WHERE dataset = ? AND "
+                                       "status = 'done' ORDER BY path", params=[name]).fetchall()]
+    return row, paths
+
+
+def record_failure(workspace, run: Run, error: BaseException) -> None:
+    """Mark a run failed with the first line of its error, in its own transaction."""
+    from vilactl.catalog import db
+
+    run.status, run.finished_at = "failed", now()
+    run.error = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    with db.writer(workspace) as con:
+        record_run(con, run)
+
+
 def finished_run(con: duckdb.DuckDBPyConnection, command: str, args: dict) -> dict | None:
     """The latest successful run of `command` with exactly these args, if any (for resume)."""
     rel = con.sql("SELECT id, counts FROM runs WHERE command = ? AND status = 'ok' "

@@ -24,6 +24,7 @@ from vilactl.catalog.register import (
     Run,
     Shard,
     dataset_row,
+    dataset_shards,
     now,
     record_dataset,
     record_run,
@@ -35,7 +36,7 @@ from vilactl.curation.errors import VilactlError
 from vilactl.curation.topk import TopK, cutoff_of
 from vilactl.pipeline import curate_shards as shards_mod
 from vilactl.pipeline.curate_shards import ShardSource
-from vilactl.pipeline.ray_runtime import ray_session, run_tasks
+from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks
 
 CURATABLE = {"coyo-metadata", "coyo-images"}
 
@@ -59,14 +60,8 @@ def _sources(workspace: Path, req: CurateRequest) -> tuple[list[ShardSource], di
     if req.top_k <= 0:
         raise VilactlError(f"--top-k must be positive, got {req.top_k}")
     check_fields(req.dedup)
-    if not db.catalog_path(workspace).exists():
-        raise VilactlError(f"unknown dataset {req.dataset!r}: no catalog in {workspace}")
+    row, paths = dataset_shards(workspace, req.dataset)
     with db.reader(workspace) as con:
-        row = dataset_row(con, req.dataset)
-        if row is None:
-            raise VilactlError(f"unknown dataset {req.dataset!r} (see `vilactl catalog`)")
-        paths = [p for (p,) in con.sql("SELECT path FROM shards WHERE dataset = ? AND status = "
-                                       "'done' ORDER BY path", params=[req.dataset]).fetchall()]
         scores = None if req.score else con.sql(
             "SELECT d.name, d.params, s.source, s.path FROM datasets d JOIN shards s "
             "ON s.dataset = d.name WHERE d.kind = 'clip-scores' AND list_contains(d.parents, ?) "
@@ -108,16 +103,12 @@ def _select(sources: list[ShardSource], k: int) -> TopK:
 
 
 def _run(calls, describe, on_done=None) -> dict:
-    results, errors = run_tasks(_call, calls, num_cpus=0.5, retries=1, describe=describe,
+    results, errors = run_tasks(call, calls, num_cpus=0.5, retries=1, describe=describe,
                                 on_done=on_done, quiet=True)
     if errors:
         name, err = sorted(errors.items())[0]
         raise VilactlError(f"curate failed on shard {name}: {err}")
     return results
-
-
-def _call(fn, *args):
-    return fn(*args)
 
 
 def _dedup(sources, req, keys, ids) -> tuple[np.ndarray, np.ndarray, list, dict]:

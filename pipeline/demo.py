@@ -18,7 +18,13 @@ from pathlib import Path
 from rich.console import Console
 
 from vilactl.catalog import db
-from vilactl.catalog.register import Run, finished_run, now, record_run
+from vilactl.catalog.register import (
+    Run,
+    finished_run,
+    now,
+    record_failure,
+    record_run,
+)
 from vilactl.curation import atomic
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
@@ -231,10 +237,7 @@ def _run_step(ctx: DemoContext, step: Step, args: dict) -> dict:
         try:
             counts = step.run(ctx)
         except BaseException as e:
-            run.status, run.finished_at = "failed", now()
-            run.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            with db.writer(ctx.workspace) as con:
-                record_run(con, run)
+            record_failure(ctx.workspace, run, e)
             raise
     run.status, run.counts, run.finished_at = "ok", counts, now()
     with db.writer(ctx.workspace) as con:

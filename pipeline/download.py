@@ -23,8 +23,10 @@ from vilactl.catalog.register import (
     Run,
     Shard,
     dataset_row,
+    dataset_shards,
     now,
     record_dataset,
+    record_failure,
     record_run,
     resolve,
 )
@@ -34,7 +36,7 @@ from vilactl.curation.readers import expand, parquet_rows, scan_coyo
 from vilactl.pipeline import download_units as units_mod
 from vilactl.pipeline.download_units import Unit
 from vilactl.pipeline.fetch import FetchOptions
-from vilactl.pipeline.ray_runtime import Rate, ray_session, run_tasks
+from vilactl.pipeline.ray_runtime import Rate, call, ray_session, run_tasks
 from vilactl.pipeline.register import normalise_mmc4
 
 INPUT_KINDS = {"coyo": ("coyo-metadata", "coyo-images"), "mmc4": ("mmc4-docs", "mmc4-images")}
@@ -82,15 +84,8 @@ def _check_request(req: DownloadRequest) -> None:
 
 
 def _dataset_inputs(workspace: Path, req: DownloadRequest) -> tuple[list[Path], list[str]]:
-    if not db.catalog_path(workspace).exists():
-        raise VilactlError(f"unknown dataset {req.from_dataset!r}: no catalog in {workspace}")
-    with db.reader(workspace) as con:
-        row = dataset_row(con, req.from_dataset)
-        if row is None:
-            raise VilactlError(f"unknown dataset {req.from_dataset!r} (see `vilactl catalog`)")
-        paths = [Path(p) for (p,) in con.sql(
-            "SELECT path FROM shards WHERE dataset = ? AND status = 'done' ORDER BY path",
-            params=[req.from_dataset]).fetchall()]
+    row, found = dataset_shards(workspace, req.from_dataset)
+    paths = [Path(p) for p in found]
     want = INPUT_KINDS[req.kind][0]
     if req.kind == "mmc4" and row["kind"] != want:
         raise VilactlError(f"dataset {req.from_dataset!r} is {row['kind']}, expected {want}")
@@ -186,10 +181,7 @@ def download(workspace: Path, req: DownloadRequest, ray_address: str | None,
     try:
         stats = _run_units(req, units, out, ray_address, quiet)
     except BaseException as e:
-        run.status, run.finished_at = "failed", now()
-        run.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        with db.writer(workspace) as con:
-            record_run(con, run)
+        record_failure(workspace, run, e)
         raise
     return _register(workspace, req, run, units, stats, out, identity, parents, console)
 
@@ -211,7 +203,7 @@ def _run_units(req: DownloadRequest, units: list[Unit], out: Path, ray_address: 
     if calls:
         rate = Rate()
         with ray_session(ray_address):
-            _, errors = run_tasks(_call, calls, num_cpus=0.5, retries=req.shard_retries,
+            _, errors = run_tasks(call, calls, num_cpus=0.5, retries=req.shard_retries,
                                   describe=f"download {req.kind}",
                                   on_done=lambda _n, s: rate.add(s), quiet=quiet)
         if errors:
@@ -221,10 +213,6 @@ def _run_units(req: DownloadRequest, units: list[Unit], out: Path, ray_address: 
                 f"retries (first: shard {name}: {err}); rerun the same command to resume")
     shutil.rmtree(work, ignore_errors=True)
     return {u.id: units_mod.read_stats(u, out) for u in units}
-
-
-def _call(fn, *args):
-    return fn(*args)
 
 
 def totals(stats: dict[str, dict]) -> dict:

@@ -76,6 +76,11 @@ def run_tasks(fn: Callable, calls: list[tuple[str, tuple]], *, num_cpus: float, 
     return results, errors
 
 
+def call(fn: Callable, *args: Any) -> Any:
+    """Task body for run_tasks(call, …): lets one remote function run any module function."""
+    return fn(*args)
+
+
 def _cause(e: BaseException) -> str:
     cause = getattr(e, "cause", None) or e
     text = str(cause).strip().splitlines()

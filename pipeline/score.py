@@ -24,9 +24,10 @@ from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
-    dataset_row,
+    dataset_shards,
     now,
     record_dataset,
+    record_failure,
     record_run,
     resolve,
 )
@@ -54,15 +55,8 @@ class ScoreRequest:
 
 
 def _source(workspace: Path, req: ScoreRequest) -> list[Path]:
-    if not db.catalog_path(workspace).exists():
-        raise VilactlError(f"unknown dataset {req.dataset!r}: no catalog in {workspace}")
-    with db.reader(workspace) as con:
-        row = dataset_row(con, req.dataset)
-        if row is None:
-            raise VilactlError(f"unknown dataset {req.dataset!r} (see `vilactl catalog`)")
-        paths = [Path(p) for (p,) in con.sql(
-            "SELECT path FROM shards WHERE dataset = ? AND status = 'done' ORDER BY path",
-            params=[req.dataset]).fetchall()]
+    row, found = dataset_shards(workspace, req.dataset)
+    paths = [Path(p) for p in found]
     if row["kind"] not in SCORABLE or row["format"] != "parquet":
         raise VilactlError(f"dataset {req.dataset!r} ({row['kind']}, {row['format']}) has no "
                            "images to score; download it first (vilactl download coyo "
@@ -221,10 +215,7 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
                 counts = _stream_scores(todo, out, req.spec, scorer.preprocess, info,
                                         req.batch_size, scorer.device)
     except BaseException as e:
-        run.status, run.finished_at = "failed", now()
-        run.error = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        with db.writer(workspace) as con:
-            record_run(con, run)
+        record_failure(workspace, run, e)
         raise
     seconds = time.monotonic() - t0
     return _register(workspace, req, run, paths, out, info, counts, seconds)
