@@ -87,7 +87,8 @@ def print_summary(console: Console, workspace: Path) -> None:
     t = Table(title="datasets")
     for col in ("name", "kind", "samples", "images", "texts", "size", "shards", "parents"):
         t.add_column(col, justify="right" if col in ("samples", "images", "texts", "size",
-                                                     "shards") else "left")
+                                                     "shards") else "left",
+                     overflow="fold", no_wrap=col in ("samples", "images", "texts", "size"))
     for d in s["datasets"]:
         t.add_row(d["name"], d["kind"], _cell(d["num_samples"]), _cell(d["num_images"]),
                   _cell(d["num_texts"]), _size(d["num_bytes"]), str(d["shards"]),
