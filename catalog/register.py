@@ -111,7 +111,9 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
         con.execute("DELETE FROM datasets WHERE name = ?", [ds.name])
     view = view_name(ds.name) if any(s.path.endswith(".parquet") for s in shards) else None
     con.execute(
-        "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO datasets (name, kind, format, uri, parents, params, run_id, num_samples, "
+        "num_images, num_texts, num_bytes, view_name, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [ds.name, ds.kind, ds.format, ds.uri, ds.parents, json.dumps(ds.params, sort_keys=True),
          run_id, ds.num_samples, ds.num_images, ds.num_texts, ds.num_bytes, view, now()])
     created = now()

@@ -108,6 +108,10 @@ MIGRATIONS: dict[int, list[str]] = {
         # Per-shard counts of the stage that wrote it (attempted, succeeded, failed by reason…).
         "ALTER TABLE shards ADD COLUMN counts JSON",
     ],
+    3: [
+        # Text tokens of sample datasets (whitespace words unless a tokenizer is configured).
+        "ALTER TABLE datasets ADD COLUMN num_text_tokens BIGINT",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -178,6 +178,36 @@ def curate(
     console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs")
 
 
+@app.command("build")
+def build_cmd(
+    corpus: str = typer.Argument("mmc4", help="mmc4 (documents)."),
+    variant: str = typer.Option(..., help="interleaved | after | shuffled | pairs."),
+    dataset: str = typer.Option("mmc4", help="Downloaded MMC4 documents (mmc4-images)."),
+    max_images: int = typer.Option(6, help="Images kept per document (VILA: 6)."),
+    seed: int = typer.Option(0, help="Seed of the shuffled variant."),
+    min_sentences: int = typer.Option(4), max_sentences: int = typer.Option(40),
+    min_images: int = typer.Option(2), max_images_per_doc: int = typer.Option(15),
+    min_strong_share: float = typer.Option(0.75, help="Share of assignments with sim > 0.25."),
+    min_side: int = typer.Option(0, help="Smallest image side in pixels (0: any)."),
+    max_aspect: float = typer.Option(0.0, help="Largest aspect ratio (0: any)."),
+    name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_<VARIANT>)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
+) -> None:
+    """Build an MMC4 variant in the training-sample schema, with mmc4-core filters."""
+    from vilactl.curation.mmc4_variants import CoreFilter
+    from vilactl.pipeline.build import BuildRequest, build_variant
+
+    if corpus != "mmc4":
+        raise VilactlError(f"build supports mmc4, not {corpus!r}")
+    core = CoreFilter(min_sentences, max_sentences, min_images, max_images_per_doc,
+                      min_strong_share=min_strong_share, min_side=min_side,
+                      max_aspect=max_aspect)
+    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core)
+    ds = build_variant(state.workspace, req, state.ray_address)
+    console.print(f"built [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
+                  f"{ds.num_images} images")
+
+
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),

@@ -185,6 +185,18 @@ def step_curate_coyo(ctx: DemoContext) -> dict:
     return {"selected": ds.num_samples, "of": n}
 
 
+def step_build_mmc4(ctx: DemoContext) -> dict:
+    from vilactl.curation.mmc4_variants import VARIANTS
+    from vilactl.pipeline.build import BuildRequest, build_variant
+
+    counts = {}
+    for variant in VARIANTS:
+        ds = build_variant(ctx.workspace, BuildRequest(variant, seed=ctx.config.seed,
+                                                       replace=True), ctx.ray_address)
+        counts[variant] = ds.num_samples
+    return counts
+
+
 STEPS: list[Step] = [
     Step("world", step_world),
     Step("mirror", step_mirror, resumable=False),
@@ -196,6 +208,7 @@ STEPS: list[Step] = [
     Step("train-clip", step_train_clip),
     Step("score-coyo", step_score_coyo, needs_ray=True),
     Step("curate-coyo", step_curate_coyo, needs_ray=True),
+    Step("build-mmc4", step_build_mmc4, needs_ray=True),
 ]
 
 

@@ -41,6 +41,9 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
     c = manifest["counts"]
     downloaded = {k: got.pop(k) for k in ("coyo", "mmc4")}
     assert got.pop("coyo_scores") == (downloaded["coyo"][0], 0)
+    variants = {k: got.pop(f"mmc4_{k}") for k in ("interleaved", "after", "shuffled", "pairs")}
+    assert variants["interleaved"] == variants["after"] == variants["shuffled"]
+    assert variants["pairs"] == (variants["interleaved"][1],) * 2  # one pair per image
     assert got.pop("coyo_curated") == (downloaded["coyo"][0] // 2,) * 2
     healthy = sum(1 for t in _truth(demo_ws, "coyo") if t["fault"] in ("", "redirect"))
     assert downloaded["coyo"] == (healthy, healthy)
@@ -64,16 +67,16 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
                               "LIKE 'vilactl demo:%' ORDER BY started_at")
     assert [s["command"].split(":")[1] for s in steps] == \
         ["world", "mirror", "register-coyo", "register-mmc4", "register-sets", "download-coyo",
-         "download-mmc4", "train-clip", "score-coyo", "curate-coyo"]
+         "download-mmc4", "train-clip", "score-coyo", "curate-coyo", "build-mmc4"]
     assert all(s["status"] == "ok" for s in steps)
     shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
     # Everything but the mirror (a service, started every time) is skipped; no rows are added.
-    assert second.stdout.count("done earlier, skipped") == 9
+    assert second.stdout.count("done earlier, skipped") == 10
     # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file;
-    # scores and the curated set: one file per downloaded COYO shard.
+    # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3.
     assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
-        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3}]
+        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3 + 4 * 3}]
 
 
 def test_demo_clip_curation_keeps_clean_pairs(demo_ws):
@@ -94,3 +97,49 @@ def test_every_catalog_doc_query_runs(demo_ws):
     for q in queries:
         proc = run_cli("sql", q.strip(), "--format", "json", workspace=demo_ws)
         assert proc.returncode == 0, f"{q}\n{proc.stderr}"
+
+
+def test_mmc4_variants_compare_in_one_query_and_keep_images_in_place(demo_ws):
+    rows = sql_json(demo_ws, "SELECT kind, num_samples, num_images, num_text_tokens FROM "
+                             "datasets WHERE kind IN ('mmc4-interleaved', 'mmc4-after', "
+                             "'mmc4-shuffled', 'mmc4-pairs') ORDER BY kind")
+    assert [r["kind"] for r in rows] == ["mmc4-after", "mmc4-interleaved", "mmc4-pairs",
+                                         "mmc4-shuffled"]
+    assert len({r["num_text_tokens"] for r in rows if r["kind"] != "mmc4-pairs"}) == 1
+    # Every image of the interleaved variant sits right before its matched sentence.
+    import pyarrow.parquet as pq
+
+    from vilactl.curation.mmc4_variants import assignment
+
+    docs = {d["doc_id"]: d for p in sorted((demo_ws / "datasets" / "mmc4").glob("part-*.parquet"))
+            for d in pq.read_table(p).to_pylist()}
+    samples = [s for p in sorted((demo_ws / "datasets" / "mmc4_interleaved").glob("*.parquet"))
+               for s in pq.read_table(p).to_pylist()]
+    assert samples
+    for s in samples:
+        doc = docs[s["sample_id"]]
+        matched, _ = assignment(doc)
+        segs = s["segments"]
+        for i, info in enumerate(doc["image_info"]):
+            pos = [k for k, g in enumerate(segs) if g["image"] == info["image"]]
+            assert len(pos) == 1
+            nxt = next(g for g in segs[pos[0]:] if g["text"] is not None)
+            assert nxt["text"] == doc["text_list"][matched[i]]
+
+
+def test_build_bad_input(demo_ws):
+    from conftest import catalog_snapshot
+
+    before = catalog_snapshot(demo_ws)
+    for args, needle in [
+        (["build", "mmc4", "--variant", "sideways"], "--variant must be one of"),
+        (["build", "mmc4", "--variant", "pairs", "--dataset", "mmc4_docs", "--name", "x"],
+         "build takes downloaded MMC4 documents"),
+        (["build", "mmc4", "--variant", "pairs", "--max-images", "0"], "must be positive"),
+        (["build", "mmc4", "--variant", "pairs", "--dataset", "nope"], "unknown dataset"),
+    ]:
+        proc = run_cli(*args, workspace=demo_ws)
+        assert proc.returncode != 0 and needle in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert catalog_snapshot(demo_ws) == before
+    assert not (demo_ws / "datasets" / "x").exists()

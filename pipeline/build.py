@@ -1,0 +1,126 @@
+"""`vilactl build mmc4 --variant …`: MMC4 documents with images → training samples, per shard.
+
+Each shard of a downloaded MMC4 dataset (kind mmc4-images) is filtered (mmc4-core style,
+counted per reason) and turned into one variant (curation/mmc4_variants.py) by a Ray task that
+writes `part-<shard>.parquet` in the training-sample schema. The folder is renamed into place
+when every shard is done; the dataset (kind `mmc4-<variant>`, with its counts and text tokens)
+and the run land in the catalog in one transaction.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from vilactl.catalog import db
+from vilactl.catalog.register import (
+    Dataset,
+    Run,
+    Shard,
+    dataset_row,
+    dataset_shards,
+    now,
+    record_dataset,
+    record_failure,
+    record_run,
+    resolve,
+)
+from vilactl.curation import atomic
+from vilactl.curation.errors import VilactlError
+from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter, assignment, build, count
+from vilactl.curation.records import sample_table
+from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks
+
+
+@dataclass
+class BuildRequest:
+    variant: str
+    dataset: str = "mmc4"
+    max_images: int = 6
+    seed: int = 0
+    name: str | None = None
+    replace: bool = False
+    core: CoreFilter = field(default_factory=CoreFilter)
+
+    @property
+    def out_name(self) -> str:
+        return self.name or f"{self.dataset}_{self.variant}"
+
+
+def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
+                core: CoreFilter) -> dict:
+    """Filter and convert one shard; returns its counts (written atomically to `out`)."""
+    samples, dropped = [], Counter()
+    docs = 0
+    for doc in pq.read_table(src).to_pylist():
+        docs += 1
+        matched, sims = assignment(doc)
+        why = core.reason(doc, matched, sims)
+        if why:
+            dropped[why] += 1
+            continue
+        made = build(doc, variant, max_images=max_images, seed=seed)
+        if not made:
+            dropped["no_assigned_image"] += 1
+        samples.extend(made)
+    atomic.write_parquet(Path(out), sample_table(samples), row_group_size=512)
+    return {"documents_in": docs, "documents_kept": docs - sum(dropped.values()),
+            "dropped": dict(sorted(dropped.items())), **count(samples)}
+
+
+def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -> Dataset:
+    if req.variant not in VARIANTS:
+        raise VilactlError(f"--variant must be one of {', '.join(VARIANTS)}, got {req.variant!r}")
+    if req.max_images <= 0:
+        raise VilactlError(f"--max-images must be positive, got {req.max_images}")
+    row, paths = dataset_shards(workspace, req.dataset)
+    if row["kind"] != "mmc4-images":
+        raise VilactlError(f"dataset {req.dataset!r} is {row['kind']}; build takes downloaded "
+                           f"MMC4 documents (vilactl download mmc4 --from-dataset "
+                           f"{req.dataset})")
+    out = workspace / "datasets" / req.out_name
+    with db.reader(workspace) as con:
+        taken = dataset_row(con, req.out_name)
+    if (taken or out.exists()) and not req.replace:
+        raise VilactlError(f"dataset {req.out_name!r} exists; pass --replace or choose --name")
+    args = {"variant": req.variant, "dataset": req.dataset, "max_images": req.max_images,
+            "seed": req.seed, "filters": asdict(req.core), "name": req.out_name}
+    run = Run(command=f"vilactl build mmc4 --variant {req.variant}", args=args)
+    try:
+        with atomic.atomic_dir(out) as tmp, ray_session(ray_address):
+            calls = [(p, (build_shard, p, str(tmp / Path(p).name), req.variant,
+                          req.max_images, req.seed, req.core)) for p in paths]
+            results, errors = run_tasks(call, calls, num_cpus=0.5, retries=1,
+                                        describe=f"build {req.variant}", quiet=True)
+            if errors:
+                name, err = sorted(errors.items())[0]
+                raise VilactlError(f"build failed on shard {name}: {err}")
+    except BaseException as e:
+        record_failure(workspace, run, e)
+        raise
+    return _register(workspace, req, run, paths, out, results, args)
+
+
+def _register(workspace, req, run, paths, out, results, args) -> Dataset:
+    shards, total, dropped = [], Counter(), Counter()
+    for p in paths:
+        f = out / Path(p).name
+        c = results[p]
+        total.update({k: v for k, v in c.items() if k != "dropped"})
+        dropped.update(c["dropped"])
+        shards.append(Shard(path=resolve(f), rows=c["samples"], bytes=f.stat().st_size,
+                            checksum=atomic.sha256_file(f), source=p, counts=c))
+    ds = Dataset(name=req.out_name, kind=f"mmc4-{req.variant}", format="parquet",
+                 uri=resolve(out), num_samples=total["samples"], num_images=total["images"],
+                 num_texts=total["sentences"], num_bytes=sum(s.bytes for s in shards),
+                 parents=[req.dataset], params=args)
+    run.counts = {**dict(total), "dropped": dict(sorted(dropped.items()))}
+    run.status, run.finished_at = "ok", now()
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_dataset(con, ds, shards, run.id, replace=True)
+        con.execute("UPDATE datasets SET num_text_tokens = ? WHERE name = ?",
+                    [total["text_tokens"], req.out_name])
+    return ds
