@@ -105,6 +105,17 @@ class ClipScorer:
 
         return torch.stack([self.preprocess(im) for im in images]).numpy()
 
+    def similarity_matrix(self, pixel_values: np.ndarray, texts: list[str]) -> np.ndarray:
+        """images × texts cosine similarities (MMC4's similarity_matrix, recomputed)."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device)
+        with torch.inference_mode():
+            img = self.model.encode_image(x, normalize=True).float()
+            txt = self.model.encode_text(self.tokenizer(texts).to(self.device),
+                                         normalize=True).float()
+        return (img @ txt.T).cpu().numpy().astype(np.float64)
+
     def score(self, pixel_values: np.ndarray, texts: list[str]) -> np.ndarray:
         import torch
 

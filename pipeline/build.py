@@ -28,6 +28,7 @@ from vilactl.catalog.register import (
     resolve,
 )
 from vilactl.curation import atomic
+from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
 from vilactl.curation.errors import VilactlError
 from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter, assignment, build, count
 from vilactl.curation.records import sample_table
@@ -43,19 +44,37 @@ class BuildRequest:
     name: str | None = None
     replace: bool = False
     core: CoreFilter = field(default_factory=CoreFilter)
+    rescore: ScorerSpec | None = None     # recompute similarity matrices with this CLIP
 
     @property
     def out_name(self) -> str:
         return self.name or f"{self.dataset}_{self.variant}"
 
 
+def rescored(doc: dict, scorer: ClipScorer) -> dict:
+    """The document with its similarity matrix recomputed by `scorer` from its own images."""
+    import io
+
+    from PIL import Image
+
+    if not doc["image_info"] or not doc["text_list"]:
+        return doc
+    pixels = scorer.pixels([Image.open(io.BytesIO(i["image"])).convert("RGB")
+                            for i in doc["image_info"]])
+    return {**doc, "similarity_matrix": scorer.similarity_matrix(pixels, doc["text_list"])
+            .tolist()}
+
+
 def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
-                core: CoreFilter) -> dict:
+                core: CoreFilter, rescore: ScorerSpec | None = None) -> dict:
     """Filter and convert one shard; returns its counts (written atomically to `out`)."""
     samples, dropped = [], Counter()
     docs = 0
+    scorer = ClipScorer(rescore) if rescore else None
     for doc in pq.read_table(src).to_pylist():
         docs += 1
+        if scorer:
+            doc = rescored(doc, scorer)
         matched, sims = assignment(doc)
         why = core.reason(doc, matched, sims)
         if why:
@@ -86,12 +105,13 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -
     if (taken or out.exists()) and not req.replace:
         raise VilactlError(f"dataset {req.out_name!r} exists; pass --replace or choose --name")
     args = {"variant": req.variant, "dataset": req.dataset, "max_images": req.max_images,
-            "seed": req.seed, "filters": asdict(req.core), "name": req.out_name}
+            "seed": req.seed, "filters": asdict(req.core), "name": req.out_name,
+            "rescore": _describe(req.rescore)}
     run = Run(command=f"vilactl build mmc4 --variant {req.variant}", args=args)
     try:
         with atomic.atomic_dir(out) as tmp, ray_session(ray_address):
             calls = [(p, (build_shard, p, str(tmp / Path(p).name), req.variant,
-                          req.max_images, req.seed, req.core)) for p in paths]
+                          req.max_images, req.seed, req.core, req.rescore)) for p in paths]
             results, errors = run_tasks(call, calls, num_cpus=0.5, retries=1,
                                         describe=f"build {req.variant}", quiet=True)
             if errors:
@@ -101,6 +121,14 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -
         record_failure(workspace, run, e)
         raise
     return _register(workspace, req, run, paths, out, results, args)
+
+
+def _describe(spec: ScorerSpec | None) -> dict | None:
+    """Model, weights hash and preprocessing of a rescoring CLIP (validates it up front)."""
+    if spec is None:
+        return None
+    scorer = ClipScorer(spec, device="cpu")
+    return spec.describe(scorer.model, scorer.preprocess)
 
 
 def _register(workspace, req, run, paths, out, results, args) -> Dataset:

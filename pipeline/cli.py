@@ -192,6 +192,10 @@ def build_cmd(
     max_aspect: float = typer.Option(0.0, help="Largest aspect ratio (0: any)."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_<VARIANT>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
+    rescore: bool = typer.Option(False, "--rescore", help="Recompute each document's "
+                                 "similarity matrix with a CLIP before assigning images."),
+    model: str = typer.Option("ViT-L-14", help="--rescore: open_clip model (MMC4 used ViT-L-14)."),
+    pretrained: str | None = typer.Option("openai", help="--rescore: weights tag or path."),
 ) -> None:
     """Build an MMC4 variant in the training-sample schema, with mmc4-core filters."""
     from vilactl.curation.mmc4_variants import CoreFilter
@@ -202,7 +206,10 @@ def build_cmd(
     core = CoreFilter(min_sentences, max_sentences, min_images, max_images_per_doc,
                       min_strong_share=min_strong_share, min_side=min_side,
                       max_aspect=max_aspect)
-    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core)
+    from vilactl.curation.clip_scorer import ScorerSpec
+
+    spec = ScorerSpec(model, pretrained or None) if rescore else None
+    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core, spec)
     ds = build_variant(state.workspace, req, state.ray_address)
     console.print(f"built [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
                   f"{ds.num_images} images")
