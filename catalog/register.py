@@ -165,3 +165,45 @@ def finished_run(con: duckdb.DuckDBPyConnection, command: str, args: dict) -> di
 
 def resolve(path: str | Path) -> str:
     return str(Path(path).resolve())
+
+
+def mark_interrupted(con: duckdb.DuckDBPyConnection, command: str, by_run: str) -> None:
+    """Runs of `command` still 'running' were killed: mark them incomplete."""
+    con.execute("UPDATE runs SET status = 'incomplete', finished_at = ?, error = ? "
+                "WHERE status = 'running' AND command = ?",
+                [now(), f"interrupted before finishing; resumed by run {by_run}", command])
+
+
+def set_text_tokens(con: duckdb.DuckDBPyConnection, dataset: str, tokens: int) -> None:
+    con.execute("UPDATE datasets SET num_text_tokens = ? WHERE name = ?", [tokens, dataset])
+
+
+def record_selection(con: duckdb.DuckDBPyConnection, name: str, dataset: str, score_expr: str,
+                     k: int, cutoff: float | None, candidates: int, selected: int,
+                     params: dict, run_id: str) -> None:
+    con.execute("DELETE FROM selections WHERE name = ?", [name])
+    con.execute("INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, dataset, score_expr, k, cutoff, candidates, selected,
+                 json.dumps(params, sort_keys=True, default=str), run_id, now()])
+
+
+def record_checkpoint(con: duckdb.DuckDBPyConnection, id: str, stage: str, run_id: str,
+                      path: str, step: int, metrics: dict, blend: str | None = None,
+                      parent: str | None = None) -> None:
+    con.execute("DELETE FROM checkpoints WHERE id = ?", [id])
+    con.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [id, stage, run_id, path, step, blend, parent,
+                 json.dumps(metrics, sort_keys=True), now()])
+
+
+def clip_score_shards(workspace, dataset: str) -> list[tuple[str, dict, str, str]]:
+    """(scores dataset, its params, source shard, score file) of the CLIP scores made from
+    `dataset`, newest scores first."""
+    from vilactl.catalog import db
+
+    with db.reader(workspace) as con:
+        rows = con.sql("SELECT d.name, d.params, s.source, s.path FROM datasets d JOIN shards s "
+                       "ON s.dataset = d.name WHERE d.kind = 'clip-scores' AND "
+                       "list_contains(d.parents, ?) ORDER BY d.created_at DESC",
+                       params=[dataset]).fetchall()
+    return [(n, json.loads(p or "{}"), src, path) for n, p, src, path in rows]

@@ -26,6 +26,7 @@ from vilactl.catalog.register import (
     record_failure,
     record_run,
     resolve,
+    set_text_tokens,
 )
 from vilactl.curation import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
@@ -149,6 +150,5 @@ def _register(workspace, req, run, paths, out, results, args) -> Dataset:
     with db.writer(workspace) as con:
         record_run(con, run)
         record_dataset(con, ds, shards, run.id, replace=True)
-        con.execute("UPDATE datasets SET num_text_tokens = ? WHERE name = ?",
-                    [total["text_tokens"], req.out_name])
+        set_text_tokens(con, req.out_name, total["text_tokens"])
     return ds

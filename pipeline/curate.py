@@ -10,7 +10,6 @@ goes to the catalog's `selections` table, the rows to a new dataset.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,11 +22,13 @@ from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
+    clip_score_shards,
     dataset_row,
     dataset_shards,
     now,
     record_dataset,
     record_run,
+    record_selection,
     resolve,
 )
 from vilactl.curation import atomic, score_expr
@@ -61,11 +62,7 @@ def _sources(workspace: Path, req: CurateRequest) -> tuple[list[ShardSource], di
         raise VilactlError(f"--top-k must be positive, got {req.top_k}")
     check_fields(req.dedup)
     row, paths = dataset_shards(workspace, req.dataset)
-    with db.reader(workspace) as con:
-        scores = None if req.score else con.sql(
-            "SELECT d.name, d.params, s.source, s.path FROM datasets d JOIN shards s "
-            "ON s.dataset = d.name WHERE d.kind = 'clip-scores' AND list_contains(d.parents, ?) "
-            "ORDER BY d.created_at DESC", params=[req.dataset]).fetchall()
+    scores = None if req.score else clip_score_shards(workspace, req.dataset)
     if row["kind"] not in CURATABLE or row["format"] != "parquet":
         raise VilactlError(f"dataset {req.dataset!r} is {row['kind']}/{row['format']}; "
                            f"curate takes {' or '.join(sorted(CURATABLE))} Parquet")
@@ -82,7 +79,7 @@ def _sources(workspace: Path, req: CurateRequest) -> tuple[list[ShardSource], di
     if missing:
         raise VilactlError(f"scores {latest!r} do not cover shard {missing[0]}; rerun "
                            f"`vilactl score {req.dataset}`")
-    params = json.loads(scores[0][1])
+    params = scores[0][1]
     return [ShardSource(p, scores=by_source[p]) for p in paths], row, {
         "score_source": "clip", "score_expr": f"clip:{params.get('model')}",
         "scores_dataset": latest, "model": params.get("model"),
@@ -196,9 +193,7 @@ def _register(workspace, req, run, src_row, score_info, out, rows, cutoff, count
     with db.writer(workspace) as con:
         record_run(con, run)
         record_dataset(con, ds, shards, run.id, replace=req.replace)
-        con.execute("DELETE FROM selections WHERE name = ?", [req.out_name])
-        con.execute("INSERT INTO selections VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [req.out_name, req.dataset, score_info["score_expr"], req.top_k,
-                     cutoff.score if cutoff else None, counts["rows_scanned"], n,
-                     json.dumps(params, sort_keys=True, default=str), run.id, now()])
+        record_selection(con, req.out_name, req.dataset, score_info["score_expr"], req.top_k,
+                         cutoff.score if cutoff else None, counts["rows_scanned"], n, params,
+                         run.id)
     return ds

@@ -143,7 +143,7 @@ def clip_dir(ctx: DemoContext) -> Path:
 def step_train_clip(ctx: DemoContext) -> dict:
     from rich.progress import Progress
 
-    from vilactl.catalog.register import new_run_id
+    from vilactl.catalog.register import new_run_id, record_checkpoint
     from vilactl.curation.demo_clip import train_demo_clip
 
     steps, pairs, batch = (200, 16000, 256) if ctx.size == "demo" else (120, 4000, 128)
@@ -154,11 +154,9 @@ def step_train_clip(ctx: DemoContext) -> dict:
                                progress=lambda s, loss: bar.update(
                                    task, completed=s, description=f"demo CLIP loss {loss:.3f}"))
     with db.writer(ctx.workspace) as con:
-        con.execute("DELETE FROM checkpoints WHERE id = 'demo-clip'")
-        con.execute("INSERT INTO checkpoints VALUES ('demo-clip', 'clip', ?, ?, ?, NULL, NULL, "
-                    "?, now())", [new_run_id(), meta["weights"], steps,
-                                  json.dumps({"final_loss": meta["final_loss"],
-                                              "weights_sha256": meta["weights_sha256"]})])
+        record_checkpoint(con, "demo-clip", "clip", new_run_id(), meta["weights"], steps,
+                          {"final_loss": meta["final_loss"],
+                           "weights_sha256": meta["weights_sha256"]})
     return {"steps": steps, "final_loss": meta["final_loss"]}
 
 
@@ -174,10 +172,10 @@ def step_score_coyo(ctx: DemoContext) -> dict:
 
 
 def step_curate_coyo(ctx: DemoContext) -> dict:
+    from vilactl.catalog.register import dataset_shards
     from vilactl.pipeline.curate import CurateRequest, curate
 
-    with db.reader(ctx.workspace) as con:
-        n = db.scalar(con, "SELECT num_samples FROM datasets WHERE name = 'coyo'")
+    n = dataset_shards(ctx.workspace, "coyo")[0]["num_samples"]
     # Keep the best half of the downloaded pairs (the world corrupts 30% of captions).
     req = CurateRequest(top_k=max(1, n // 2), dataset="coyo", dedup=["url"],
                         name="coyo_curated", replace=True)

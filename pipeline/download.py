@@ -24,6 +24,7 @@ from vilactl.catalog.register import (
     Shard,
     dataset_row,
     dataset_shards,
+    mark_interrupted,
     now,
     record_dataset,
     record_failure,
@@ -161,9 +162,7 @@ def _start_run(workspace: Path, req: DownloadRequest, identity: dict) -> Run:
     run = Run(command=f"vilactl download {req.kind} --name {req.name}",
               args={**identity, "name": req.name})
     with db.writer(workspace) as con:
-        con.execute("UPDATE runs SET status = 'incomplete', finished_at = ?, error = ? "
-                    "WHERE status = 'running' AND command = ?",
-                    [now(), f"interrupted before finishing; resumed by run {run.id}", run.command])
+        mark_interrupted(con, run.command, run.id)
         record_run(con, run)
     return run
 
