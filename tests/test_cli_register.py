@@ -123,3 +123,21 @@ def test_sql_output_formats(ws, coyo_parquet, tmp_path):
     assert "3 row(s)" in table
     assert_one_line_failure(run_cli("sql", q, "--format", "parquet", workspace=ws),
                             "--format parquet needs --out FILE")
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d["similarity_matrix"][0].pop(), "similarity_matrix row 0 must have 3 values"),
+    (lambda d: d["image_info"][1].update(matched_text_index=3),
+     "image_info[1].matched_text_index 3 outside 0..2"),
+    (lambda d: d.pop("image_info"), "missing field image_info"),
+])
+def test_bad_mmc4_documents_name_file_and_line(ws, shared_data, tmp_path, mutate, needle):
+    good = (shared_data / "mmc4_v1.1_doc.jsonl").read_text().splitlines()[0]
+    bad = json.loads(good)
+    mutate(bad)
+    path = tmp_path / "docs_shard_3_v3.jsonl"
+    path.write_text(good + "\n" + good + "\n" + json.dumps(bad) + "\n")
+    before = catalog_snapshot(ws)
+    assert_one_line_failure(run_cli("register", "mmc4", "--docs", str(path), "--name", "bad",
+                                    workspace=ws), f"{path}:3: {needle}")
+    assert catalog_snapshot(ws) == before and not (ws / "datasets" / "bad").exists()
