@@ -19,8 +19,8 @@ from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
-    dataset_row,
     dataset_shards,
+    ensure_name_free,
     now,
     record_dataset,
     record_failure,
@@ -101,10 +101,8 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -
                            f"MMC4 documents (vilactl download mmc4 --from-dataset "
                            f"{req.dataset})")
     out = workspace / "datasets" / req.out_name
-    with db.reader(workspace) as con:
-        taken = dataset_row(con, req.out_name)
-    if (taken or out.exists()) and not req.replace:
-        raise VilactlError(f"dataset {req.out_name!r} exists; pass --replace or choose --name")
+    if not req.replace:
+        ensure_name_free(workspace, req.out_name, out)
     args = {"variant": req.variant, "dataset": req.dataset, "max_images": req.max_images,
             "seed": req.seed, "filters": asdict(req.core), "name": req.out_name,
             "rescore": _describe(req.rescore)}

@@ -23,8 +23,8 @@ from vilactl.catalog.register import (
     Run,
     Shard,
     clip_score_shards,
-    dataset_row,
     dataset_shards,
+    ensure_name_free,
     now,
     record_dataset,
     record_run,
@@ -141,10 +141,8 @@ def select(sources: list[ShardSource], req: CurateRequest):
 def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console) -> Dataset:
     sources, src_row, score_info = _sources(workspace, req)
     out = workspace / "datasets" / req.out_name
-    with db.reader(workspace) as con:
-        taken = dataset_row(con, req.out_name)
-    if (taken or out.exists()) and not req.replace:
-        raise VilactlError(f"dataset {req.out_name!r} exists; pass --replace or choose --name")
+    if not req.replace:
+        ensure_name_free(workspace, req.out_name, out)
     run = Run(command=f"vilactl curate coyo --top-k {req.top_k} --dataset {req.dataset}",
               args={"top_k": req.top_k, "dataset": req.dataset, "score": req.score,
                     "dedup": req.dedup, "name": req.out_name})

@@ -13,9 +13,17 @@ from pathlib import Path
 from rich.progress import track
 
 from vilactl.catalog import db
-from vilactl.catalog.register import Dataset, Run, Shard, now, record_dataset, record_run, resolve
+from vilactl.catalog.register import (
+    Dataset,
+    Run,
+    Shard,
+    ensure_name_free,
+    now,
+    record_dataset,
+    record_run,
+    resolve,
+)
 from vilactl.curation import atomic
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.readers import FileStats, expand, read_mmc4, scan_coyo, scan_samples
 from vilactl.curation.records import mmc4_table
 
@@ -27,13 +35,8 @@ def _scan_all(paths: list[Path], scan: Callable[[Path], FileStats], label: str,
 
 
 def _check_name_free(workspace: Path, name: str, replace: bool) -> None:
-    if replace or not db.catalog_path(workspace).exists():
-        return
-    with db.reader(workspace) as con:
-        taken = db.scalar(con, "SELECT 1 FROM datasets WHERE name = ?", [name])
-    if taken:
-        raise VilactlError(f"dataset {name!r} is already in the catalog "
-                           "(pass --replace to register it again, or choose --name)")
+    if not replace:
+        ensure_name_free(workspace, name)
 
 
 def _record(workspace: Path, ds: Dataset, stats: list[FileStats], command: str, args: dict,

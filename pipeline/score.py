@@ -168,14 +168,13 @@ def _write_shard(out: Path, shard: Path, parts: list[dict], info: dict, counts: 
     keys = np.concatenate([p["key"] for p in parts]).astype(str)
     order = np.argsort(keys, kind="stable")  # the order inside a shard does not depend on Ray
     scores = np.concatenate([p["score"] for p in parts])[order]
+    n = len(keys)
     table = pa.table({"key": keys[order], "id": np.concatenate([p["id"] for p in parts])[order],
-                      "score": scores,
-                      "model": pa.array([info["model"]] * len(keys)).dictionary_encode(),
-                      "weights_sha256": pa.array([info["weights_sha256"]] * len(keys))
-                      .dictionary_encode()})
-    atomic.write_parquet(out_path(out, shard), table.cast(pa.schema([
-        (f.name, table.schema.field(f.name).type if f.name in ("model", "weights_sha256")
-         else f.type) for f in SCORES_SCHEMA])))
+                      "score": scores.astype(np.float32),
+                      "model": pa.array([info["model"]] * n),
+                      "weights_sha256": pa.array([info["weights_sha256"]] * n)},
+                     schema=SCORES_SCHEMA)
+    atomic.write_parquet(out_path(out, shard), table)
     counts["scored"] += int(np.isfinite(scores).sum())
     counts["undecodable"] += int((~np.isfinite(scores)).sum())
     counts["shards_written"] += 1
