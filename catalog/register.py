@@ -209,6 +209,25 @@ def record_checkpoint(con: duckdb.DuckDBPyConnection, id: str, stage: str, run_i
                  json.dumps(metrics, sort_keys=True), now()])
 
 
+def record_blend(con: duckdb.DuckDBPyConnection, manifest: dict, uri: str,
+                 parents: list[str], run_id: str) -> None:
+    """A blend and its components (requested weight vs achieved share) from its manifest."""
+    name = manifest["name"]
+    con.execute("DELETE FROM blend_components WHERE blend = ?", [name])
+    con.execute("DELETE FROM blends WHERE name = ?", [name])
+    con.execute("INSERT INTO blends (name, uri, seed, num_samples, num_images, num_text_tokens, "
+                "params, run_id, created_at, parents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [name, uri, manifest["seed"], manifest["num_samples"], manifest["num_images"],
+                 manifest["num_text_tokens"], json.dumps(manifest["params"], sort_keys=True),
+                 run_id, now(), parents])
+    con.executemany(
+        "INSERT INTO blend_components (blend, dataset, weight, achieved_share, num_samples, "
+        "num_images, repeats, unit, num_text_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [[name, c["dataset"], c["weight"], c["achieved_share"], c["num_samples"],
+          c["num_images"], c["repeats"], c["unit"], c["num_text_tokens"]]
+         for c in manifest["components"]])
+
+
 def clip_score_shards(workspace, dataset: str) -> list[tuple[str, dict, str, str]]:
     """(scores dataset, its params, source shard, score file) of the CLIP scores made from
     `dataset`, newest scores first."""

@@ -112,6 +112,13 @@ MIGRATIONS: dict[int, list[str]] = {
         # Text tokens of sample datasets (whitespace words unless a tokenizer is configured).
         "ALTER TABLE datasets ADD COLUMN num_text_tokens BIGINT",
     ],
+    4: [
+        # Blends: their parent datasets; per component the unit its weight counts (images, or
+        # samples for a text-only component) and the text tokens it contributed.
+        "ALTER TABLE blends ADD COLUMN parents VARCHAR[]",
+        "ALTER TABLE blend_components ADD COLUMN unit VARCHAR",
+        "ALTER TABLE blend_components ADD COLUMN num_text_tokens BIGINT",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from vilactl.curation.errors import RecordError
@@ -246,3 +247,21 @@ def segment(role: str, text: str | None = None, image: bytes | None = None) -> d
 
 def sample_table(rows: Iterable[dict]) -> pa.Table:
     return pa.Table.from_pylist(list(rows), schema=SAMPLE_SCHEMA)
+
+
+def segment_counts(segments: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """Images and whitespace words per sample of a `segments` column, computed columnar."""
+    import pyarrow.compute as pc
+
+    if isinstance(segments, pa.ChunkedArray):
+        segments = segments.combine_chunks()
+    n = len(segments)
+    flat = segments.flatten()
+    owner = pc.list_parent_indices(segments).to_numpy()
+    # Read with only the text leaf (no image bytes), a segment without text is an image.
+    has_image = (flat.field("image").is_valid() if flat.type.get_field_index("image") >= 0
+                 else flat.field("text").is_null()).to_numpy(zero_copy_only=False)
+    words = pc.list_value_length(pc.utf8_split_whitespace(flat.field("text")))
+    words = words.fill_null(0).to_numpy(zero_copy_only=False)
+    return (np.bincount(owner[has_image], minlength=n).astype(np.int64),
+            np.bincount(owner, weights=words, minlength=n).astype(np.int64))

@@ -16,6 +16,7 @@ import typer
 from vilactl.catalog import db
 from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
+from vilactl.pipeline.cli_blend import blend as blend_cmd
 from vilactl.pipeline.cli_download import download as download_cmd
 from vilactl.pipeline.context import console, err_console, state
 
@@ -31,6 +32,7 @@ mirror_app = typer.Typer(help="The loopback image mirror used by the demo and th
                          no_args_is_help=True)
 app.add_typer(register_app, name="register")
 app.command("download")(download_cmd)
+app.command("blend")(blend_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 

@@ -28,6 +28,7 @@ from vilactl.catalog.register import (
 from vilactl.curation import atomic
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
+from vilactl.pipeline.demo_blends import step_blends
 from vilactl.pipeline.mirror import Mirror
 
 # Demo datasets: catalog name → (world file key, kind).
@@ -207,6 +208,7 @@ STEPS: list[Step] = [
     Step("score-coyo", step_score_coyo, needs_ray=True),
     Step("curate-coyo", step_curate_coyo, needs_ray=True),
     Step("build-mmc4", step_build_mmc4, needs_ray=True),
+    Step("blends", step_blends),
 ]
 
 

@@ -61,6 +61,25 @@ def run_cli(*args: str, workspace: Path | None = None, env: dict | None = None,
     return proc
 
 
+@pytest.fixture(scope="session")
+def demo_ws(tmp_path_factory) -> Path:
+    """`vilactl demo --size tiny`, once per session. Tests that write into a workspace copy it
+    (`workspace_copy`) so that the demo's own checks see the demo alone."""
+    ws = tmp_path_factory.mktemp("demo") / "ws"
+    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True)
+    assert "mirror serving" in first.stdout and "datasets" in first.stdout
+    return ws
+
+
+def workspace_copy(ws: Path, dest: Path) -> Path:
+    """A copy of a workspace's catalog (its shard paths still point at the original data)."""
+    import shutil
+
+    dest.mkdir(parents=True)
+    shutil.copy(ws / "catalog.duckdb", dest / "catalog.duckdb")
+    return dest
+
+
 def catalog_snapshot(workspace: Path) -> dict:
     """Every row of every catalog table, for 'the catalog is unchanged' assertions."""
     import duckdb

@@ -3,16 +3,7 @@ and every example query in docs/catalog.md runs against the demo catalog."""
 import json
 import re
 
-import pytest
 from conftest import REPO, run_cli
-
-
-@pytest.fixture(scope="module")
-def demo_ws(tmp_path_factory):
-    ws = tmp_path_factory.mktemp("demo") / "ws"
-    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True)
-    assert "mirror serving" in first.stdout and "datasets" in first.stdout
-    return ws
 
 
 def _truth(ws, name):
