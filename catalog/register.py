@@ -239,3 +239,24 @@ def clip_score_shards(workspace, dataset: str) -> list[tuple[str, dict, str, str
                        "list_contains(d.parents, ?) ORDER BY d.created_at DESC",
                        params=[dataset]).fetchall()
     return [(n, json.loads(p or "{}"), src, path) for n, p, src, path in rows]
+
+
+def find_checkpoint(workspace, ref: str | None = None, stage: str | None = None) -> dict | None:
+    """A checkpoint row by id (`pretrain@120`, or a run name for its final checkpoint), or the
+    newest final checkpoint of `stage`."""
+    from vilactl.catalog import db
+
+    if not db.catalog_path(workspace).exists():
+        return None
+    if ref is not None:
+        q = ("SELECT * FROM checkpoints WHERE id = ? OR (split_part(id, '@', 1) = ? AND "
+             "json_extract(metrics, '$.final')::BOOLEAN) ORDER BY created_at DESC LIMIT 1")
+        params = [ref, ref]
+    else:
+        q = ("SELECT * FROM checkpoints WHERE stage = ? AND "
+             "json_extract(metrics, '$.final')::BOOLEAN ORDER BY created_at DESC LIMIT 1")
+        params = [stage]
+    with db.reader(workspace) as con:
+        rel = con.sql(q, params=params)
+        rows, columns = rel.fetchall(), rel.columns
+    return dict(zip(columns, rows[0])) if rows else None

@@ -18,6 +18,7 @@ from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
 from vilactl.pipeline.cli_blend import blend as blend_cmd
 from vilactl.pipeline.cli_download import download as download_cmd
+from vilactl.pipeline.cli_train import train as train_cmd
 from vilactl.pipeline.context import console, err_console, state
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ mirror_app = typer.Typer(help="The loopback image mirror used by the demo and th
 app.add_typer(register_app, name="register")
 app.command("download")(download_cmd)
 app.command("blend")(blend_cmd)
+app.command("train")(train_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 

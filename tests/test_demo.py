@@ -5,6 +5,9 @@ import re
 
 from conftest import REPO, run_cli
 
+from vilactl.pipeline.demo import STEPS
+from vilactl.pipeline.demo_blends import DEMO_BLENDS
+
 
 def _truth(ws, name):
     import pyarrow.parquet as pq
@@ -32,6 +35,8 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
     c = manifest["counts"]
     downloaded = {k: got.pop(k) for k in ("coyo", "mmc4")}
     assert got.pop("coyo_scores") == (downloaded["coyo"][0], 0)
+    blends = {k: got.pop(k) for k in DEMO_BLENDS}
+    assert blends["blend_projector"] == got["coyo_curated"]
     variants = {k: got.pop(f"mmc4_{k}") for k in ("interleaved", "after", "shuffled", "pairs")}
     assert variants["interleaved"] == variants["after"] == variants["shuffled"]
     assert variants["pairs"] == (variants["interleaved"][1],) * 2  # one pair per image
@@ -56,18 +61,21 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
 def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     steps = sql_json(demo_ws, "SELECT command, status FROM runs WHERE command "
                               "LIKE 'vilactl demo:%' ORDER BY started_at")
-    assert [s["command"].split(":")[1] for s in steps] == \
-        ["world", "mirror", "register-coyo", "register-mmc4", "register-sets", "download-coyo",
-         "download-mmc4", "train-clip", "score-coyo", "curate-coyo", "build-mmc4"]
+    names = [s.name for s in STEPS]
+    assert [s["command"].split(":")[1] for s in steps] == names
+    assert names[:12] == ["world", "mirror", "register-coyo", "register-mmc4", "register-sets",
+                          "download-coyo", "download-mmc4", "train-clip", "score-coyo",
+                          "curate-coyo", "build-mmc4", "blends"]
     assert all(s["status"] == "ok" for s in steps)
     shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
     # Everything but the mirror (a service, started every time) is skipped; no rows are added.
-    assert second.stdout.count("done earlier, skipped") == 10
+    assert second.stdout.count("done earlier, skipped") == len(STEPS) - 1
     # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file;
-    # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3.
+    # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3;
+    # 3 blends of one shard each.
     assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
-        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3 + 4 * 3}]
+        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3 + 4 * 3 + 3}]
 
 
 def test_demo_clip_curation_keeps_clean_pairs(demo_ws):

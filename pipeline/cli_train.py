@@ -1,0 +1,37 @@
+"""`vilactl train`: the command-line face of pipeline/train.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train(
+    stage: str = typer.Option(..., help="projector (stage 0), pretrain (1) or sft (2)."),
+    config: str | None = typer.Option(None, help="YAML config, or a bundled name: debug "
+                                                 "(default), vila-7b, vila-13b."),
+    blend: str | None = typer.Option(None, help="Blend (catalog dataset) to train on; default "
+                                                "from the config's stage."),
+    steps: int | None = typer.Option(None, help="Optimizer steps (default from the config)."),
+    lora: int | None = typer.Option(None, help="LoRA rank for the LLM (0 = full weights)."),
+    init: str | None = typer.Option(None, help="Start from this catalog checkpoint instead of "
+                                               "the previous stage's newest."),
+    name: str | None = typer.Option(None, help="Run name: checkpoints/<name>/ and catalog ids "
+                                               "<name>@<step> (default: the stage)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint "
+                                                        "of this run, exactly."),
+) -> None:
+    """Train one stage of the VILA recipe (also under `torchrun --nproc_per_node N -m
+    vilactl.pipeline.cli train …`). Freeze policy and trainable parameters are printed; loss,
+    tokens/s and padding go to metrics.jsonl and TensorBoard next to the checkpoints."""
+    from vilactl.pipeline.context import console, state
+    from vilactl.pipeline.train import TrainRequest
+    from vilactl.pipeline.train import train as run
+
+    req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
+                       init=init, name=name, resume=resume)
+    s = run(Path(state.workspace), req, console)
+    if "final_loss" in s:
+        console.print(f"trained {stage}: loss {s['first_loss']:.4f} → {s['final_loss']:.4f} "
+                      f"({s['loss_drop']:.0%} lower), {s['tokens_per_s']:,.0f} tok/s, "
+                      f"padding {s['padding_share']:.1%}")

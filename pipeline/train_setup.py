@@ -1,0 +1,86 @@
+"""Turning a training config into a model and tokenizer inside a workspace.
+
+Names in a config resolve against the catalog: a vision-tower `checkpoint` may be a catalog
+checkpoint id (the demo's `demo-clip`) or a file; `tokenizer: demo` is vilactl's own BPE,
+trained once on the text of the config's blends and kept at models/demo-tokenizer. Shared by
+`vilactl train` and `vilactl eval`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from vilactl.catalog.register import dataset_shards, find_checkpoint
+from vilactl.curation.errors import VilactlError
+from vilactl.curation.records import sample_schema_problem
+from vilactl.train.config import TrainConfig
+from vilactl.train.model import VLM, ModelSpec
+from vilactl.train.tokenizer import image_token_id, load_tokenizer, train_demo_tokenizer
+from vilactl.train.vision_tower import TowerSpec
+
+DEMO_TOKENIZER = Path("models") / "demo-tokenizer"
+
+
+def blend_paths(workspace: Path, name: str) -> list[str]:
+    """The Parquet shards of a blend (or any dataset in the training-sample schema)."""
+    row, paths = dataset_shards(workspace, name)
+    if not paths:
+        raise VilactlError(f"blend {name!r} has no shards")
+    problem = sample_schema_problem(pq.read_schema(paths[0]))
+    if problem:
+        raise VilactlError(f"{name!r} ({row['kind']}) is not in the training-sample schema: "
+                           f"{problem}")
+    return paths
+
+
+def _texts(paths: list[str]):
+    for p in paths:
+        for batch in pq.ParquetFile(p).iter_batches(columns=["segments"]):
+            for segs in batch.column(0).to_pylist():
+                for s in segs:
+                    if s["text"]:
+                        yield s["text"]
+
+
+def tokenizer_for(workspace: Path, cfg: TrainConfig):
+    if cfg.model.tokenizer != "demo":
+        return load_tokenizer(cfg.model.tokenizer)
+    folder = workspace / DEMO_TOKENIZER
+    if not (folder / "tokenizer.json").exists():
+        blends = [s.blend for s in cfg.stages.values() if s.blend]
+        paths = []
+        for b in blends:
+            try:
+                paths += blend_paths(workspace, b)
+            except VilactlError:
+                continue       # a stage's blend not made yet
+        if not paths:
+            raise VilactlError("the demo tokenizer is trained on the config's blends, and none "
+                               f"exist yet ({', '.join(blends)}): run `vilactl demo` first")
+        train_demo_tokenizer(_texts(sorted(set(paths))), folder)
+    return load_tokenizer(folder)
+
+
+def tower_spec(workspace: Path, raw: dict) -> TowerSpec:
+    spec = TowerSpec(**raw)
+    ckpt = spec.checkpoint
+    if ckpt and not Path(ckpt).exists():
+        row = find_checkpoint(workspace, ckpt)
+        if row is None:
+            raise VilactlError(f"vision tower checkpoint {ckpt!r} is neither a file nor a "
+                               "catalog checkpoint (the demo's is made by `vilactl demo`)")
+        spec.checkpoint = row["path"]
+    return spec
+
+
+def build_model(workspace: Path, cfg: TrainConfig, tokenizer) -> VLM:
+    llm_config = cfg.model.llm_config
+    if llm_config is not None and "vocab_size" not in llm_config:
+        llm_config = {**llm_config, "vocab_size": len(tokenizer)}
+    spec = ModelSpec(tower_spec(workspace, cfg.model.vision_tower), cfg.model.projector,
+                     cfg.model.llm, llm_config)
+    model = VLM(spec, image_token_id(tokenizer))
+    if len(tokenizer) > model.llm.get_input_embeddings().num_embeddings:
+        model.llm.resize_token_embeddings(len(tokenizer))   # <image> added to a real tokenizer
+    return model
