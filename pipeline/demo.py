@@ -29,6 +29,7 @@ from vilactl.curation import atomic
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
 from vilactl.pipeline.demo_blends import step_blends
+from vilactl.pipeline.demo_train import step_pretrain, step_projector, step_sft
 from vilactl.pipeline.mirror import Mirror
 
 # Demo datasets: catalog name → (world file key, kind).
@@ -209,6 +210,9 @@ STEPS: list[Step] = [
     Step("curate-coyo", step_curate_coyo, needs_ray=True),
     Step("build-mmc4", step_build_mmc4, needs_ray=True),
     Step("blends", step_blends),
+    Step("train-projector", step_projector),
+    Step("train-pretrain", step_pretrain),
+    Step("train-sft", step_sft),
 ]
 
 

@@ -98,9 +98,13 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         console.print(f"[bold]{req.stage}[/bold] on {blend}: {describe(counts)}")
     if cfg.train.gradient_checkpointing:
         model.llm.gradient_checkpointing_enable()
-    model.to(d.device)
     out = workspace / "checkpoints" / req.out_name
     resume_from = _latest_step(out) if req.resume else None
+    if resume_from is not None:
+        checkpoint.load_model(resume_from, model)     # then optimizer, scheduler, RNG in the loop
+        if d.main:
+            console.print(f"resuming from {resume_from}")
+    model.to(d.device)
     if d.main and not req.resume and out.exists():
         shutil.rmtree(out)        # a fresh run of this name starts over
     builder = SequenceBuilder(tok, model.image_token_id, model.tokens_per_image,

@@ -49,13 +49,13 @@ def tiny_world(tmp_path_factory) -> Path:
 
 
 def run_cli(*args: str, workspace: Path | None = None, env: dict | None = None,
-            check: bool = False) -> subprocess.CompletedProcess:
+            check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "vilactl.pipeline.cli"]
     if workspace is not None:
         cmd += ["--workspace", str(workspace)]
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env,
-                          timeout=300)
+                          timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"vilactl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -66,7 +66,7 @@ def demo_ws(tmp_path_factory) -> Path:
     """`vilactl demo --size tiny`, once per session. Tests that write into a workspace copy it
     (`workspace_copy`) so that the demo's own checks see the demo alone."""
     ws = tmp_path_factory.mktemp("demo") / "ws"
-    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True)
+    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True, timeout=900)
     assert "mirror serving" in first.stdout and "datasets" in first.stdout
     return ws
 

@@ -139,3 +139,27 @@ def test_real_configs_have_paper_sizes_on_meta_device(name, billions):
     assert abs(llm - billions) < 0.01, llm            # Llama-2 "7B" is 6.74 B, "13B" 13.02 B
     assert 300 < vision < 310                          # CLIP ViT-L/14-336 vision tower: 303 M
     assert model.tokens_per_image == 576               # (336 / 14)² patches, linear projector
+
+
+def test_truncation_never_cuts_an_image():
+    from vilactl.train.sequences import SequenceBuilder
+
+    class Tok:   # one token per word, ids from a growing table
+        bos_token_id, eos_token_id = 1, 2
+
+        def __init__(self):
+            self.vocab = {}
+
+        def encode(self, text, add_special_tokens=False):
+            return [self.vocab.setdefault(w, 10 + len(self.vocab)) for w in text.split()]
+
+    seg = lambda text=None, image=None, role="user": {"role": role, "text": text,  # noqa: E731
+                                                      "image": image}
+    segments = [seg("a b c"), seg(image=b"1"), seg("d e f g h"), seg(image=b"2"), seg("i j")]
+    for max_length in range(4, 40):
+        b = SequenceBuilder(Tok(), IMAGE_ID, 8, max_length)
+        ex = b.build("s", segments)
+        if ex is None:
+            continue
+        n_slots = int((ex.input_ids == IMAGE_ID).sum())
+        assert len(ex) <= max_length and n_slots == 8 * len(ex.images)

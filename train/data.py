@@ -22,7 +22,8 @@ from vilactl.train.sequences import Example, SequenceBuilder
 class BlendStream:
     def __init__(self, paths: list[str], builder: SequenceBuilder, preprocess: Callable,
                  seed: int = 0):
-        self.paths, self.builder, self.preprocess, self.seed = list(paths), builder, preprocess, seed
+        self.paths, self.builder, self.preprocess = list(paths), builder, preprocess
+        self.seed = seed
         self.skipped: Counter = Counter()
         self.epoch = 0
 

@@ -82,5 +82,5 @@ class SequenceBuilder:
         cut = self.max_length
         kept = [s for s in spans if s + self.n_image_tokens <= cut]
         if len(kept) < len(spans):          # an image would be cut: end before it
-            cut = spans[len(kept)]
+            cut = min(cut, spans[len(kept)])
         return ids[:cut], labels[:cut], images[:len(kept)]
