@@ -8,7 +8,7 @@ CONSTRAINTS ?= constraints.txt
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean projector pretrain sft ablate chromium
 
 install: $(STAMP)
 
@@ -21,7 +21,25 @@ $(STAMP): pyproject.toml constraints.txt
 demo: install
 	$(BIN)/vilactl demo
 
-test: install
+# The three training stages with the debug config on the demo blends (`vilactl demo` first
+# builds the blends and the demo CLIP if the workspace has none). CONFIG=vila-7b for the real one.
+CONFIG ?= debug
+projector pretrain sft: install
+	test -f workspace/blends/blend_$@/manifest.json || $(BIN)/vilactl demo --until blends
+	$(BIN)/vilactl train --stage $@ --config $(CONFIG)
+
+ablate: install
+	ls workspace/checkpoints/projector/step-*/model.safetensors >/dev/null 2>&1 || \
+		$(BIN)/vilactl demo --until train-projector
+	$(BIN)/vilactl ablate
+
+# The report test opens the HTML in headless Chromium (Debian's package).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
+
+test: install chromium
 	$(BIN)/python -m pytest
 
 bench: install

@@ -260,3 +260,14 @@ def find_checkpoint(workspace, ref: str | None = None, stage: str | None = None)
         rel = con.sql(q, params=params)
         rows, columns = rel.fetchall(), rel.columns
     return dict(zip(columns, rows[0])) if rows else None
+
+
+def record_evals(con: duckdb.DuckDBPyConnection, rows: list[dict], run_id: str) -> None:
+    """Eval results (one row per checkpoint, dataset, metric and shots); reruns replace."""
+    created = now()
+    for r in rows:
+        rid = f"{r['checkpoint']}:{r['dataset']}:{r['metric']}:{r['shots']}"
+        con.execute("DELETE FROM evals WHERE id = ?", [rid])
+        con.execute("INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [rid, r["checkpoint"], r["dataset"], r["task"], r["shots"], r["metric"],
+                     r["value"], r["n"], run_id, created])

@@ -47,6 +47,7 @@ class WorldConfig:
     questions_per_image: int = 3
     text_instructions: int = 1000
     eval_vqa_images: int = 150
+    caption_images: int = 600        # caption instructions for SFT: [user image, assistant caption]
     eval_caption_images: int = 150
     eval_text: int = 200
     base_url: str = DEFAULT_BASE_URL
@@ -56,7 +57,8 @@ class WorldConfig:
 PRESETS = {
     "demo": WorldConfig(),
     "tiny": WorldConfig(coyo_rows=120, coyo_shard_rows=50, mmc4_docs=24, mmc4_shard_docs=10,
-                        vqa_images=40, text_instructions=40, eval_vqa_images=15,
+                        vqa_images=40, caption_images=30, text_instructions=40,
+                        eval_vqa_images=15,
                         eval_caption_images=15, eval_text=20),
 }
 
@@ -176,6 +178,7 @@ def generate(out: str | Path, cfg: WorldConfig) -> dict:
     files["mmc4"] = write_jsonl_shards(out / "mmc4", docs, cfg.mmc4_shard_docs)
     sets = {
         "vqa": vqa_samples(cfg, "vqa", cfg.vqa_images, cfg.questions_per_image),
+        "caption_instruct": caption_samples(cfg, "caption_instruct", cfg.caption_images),
         "text_instruct": text_instructions(stream(cfg, "text"), "text_instruct",
                                            cfg.text_instructions),
         "eval_vqa": vqa_samples(cfg, "eval_vqa", cfg.eval_vqa_images, cfg.questions_per_image),

@@ -18,6 +18,9 @@ from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
 from vilactl.pipeline.cli_blend import blend as blend_cmd
 from vilactl.pipeline.cli_download import download as download_cmd
+from vilactl.pipeline.cli_eval import eval_cmd
+from vilactl.pipeline.cli_register_instruct import register_llava as register_llava_cmd
+from vilactl.pipeline.cli_register_instruct import register_text_instruct as register_text_cmd
 from vilactl.pipeline.cli_train import train as train_cmd
 from vilactl.pipeline.context import console, err_console, state
 
@@ -32,9 +35,12 @@ register_app = typer.Typer(help="Validate real-format corpora and record them in
 mirror_app = typer.Typer(help="The loopback image mirror used by the demo and the tests.",
                          no_args_is_help=True)
 app.add_typer(register_app, name="register")
+register_app.command("llava")(register_llava_cmd)
+register_app.command("text-instruct")(register_text_cmd)
 app.command("download")(download_cmd)
 app.command("blend")(blend_cmd)
 app.command("train")(train_cmd)
+app.command("eval")(eval_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 
@@ -54,6 +60,32 @@ def _global(
 
 
 @app.command()
+def report(out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: "
+                                                                "<workspace>/report.html)."),
+           ) -> None:
+    """One self-contained HTML report: counts, CLIP curation with image grids, MMC4 variants,
+    blends, loss curves and evals."""
+    from vilactl.pipeline.report import build
+
+    path = build(state.workspace, out)
+    console.print(f"report written to [bold]{path}[/bold]")
+
+
+@app.command()
+def ablate(
+    pretrain_steps: int = typer.Option(80, help="Pretraining steps of each run."),
+    sft_steps: int = typer.Option(80, help="SFT steps of each run (identical for all)."),
+    config: str | None = typer.Option(None, help="Training config (default: debug)."),
+    seed: int = typer.Option(0, help="Seed of the ablation blends."),
+) -> None:
+    """The paper's pretraining-data ablation on the demo world: COYO, MMC4-pairs, MMC4,
+    MMC4+COYO at equal image counts, then identical SFT and evaluation; prints the table."""
+    from vilactl.pipeline.ablate import ablate as run
+
+    run(state.workspace, console, pretrain_steps, sft_steps, config, seed)
+
+
+@app.command()
 def init() -> None:
     """Create the workspace and its catalog (idempotent; migrates an older catalog)."""
     path = db.init(state.workspace)
@@ -65,12 +97,16 @@ def demo(
     seed: int = typer.Option(0, help="Seed of the embedded world (same seed, same bytes)."),
     size: str = typer.Option("demo", help="World size preset: demo or tiny."),
     force: bool = typer.Option(False, "--force", help="Redo steps that finished earlier."),
+    until: str | None = typer.Option(None, help="Stop after this step (e.g. blends)."),
 ) -> None:
     """Run the whole pipeline on the embedded demo world, resuming finished steps."""
     from vilactl.pipeline.demo import run_demo
 
-    run_demo(state.workspace, seed, size, force, console, state.ray_address)
+    run_demo(state.workspace, seed, size, force, console, state.ray_address, until=until)
     output.print_summary(console, state.workspace)
+    report = state.workspace / "report.html"
+    if report.exists():
+        console.print(f"report: [bold]{report.resolve()}[/bold]")
 
 
 @app.command()

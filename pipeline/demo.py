@@ -29,12 +29,19 @@ from vilactl.curation import atomic
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
 from vilactl.pipeline.demo_blends import step_blends
-from vilactl.pipeline.demo_train import step_pretrain, step_projector, step_sft
+from vilactl.pipeline.demo_train import (
+    step_eval,
+    step_pretrain,
+    step_projector,
+    step_report,
+    step_sft,
+)
 from vilactl.pipeline.mirror import Mirror
 
 # Demo datasets: catalog name → (world file key, kind).
 SAMPLE_SETS = {
     "vqa": ("vqa", "instruct-vqa"),
+    "caption_instruct": ("caption_instruct", "instruct-caption"),
     "text_instruct": ("text_instruct", "instruct-text"),
     "eval_vqa": ("eval_vqa", "eval-vqa"),
     "eval_caption": ("eval_caption", "eval-caption"),
@@ -213,6 +220,8 @@ STEPS: list[Step] = [
     Step("train-projector", step_projector),
     Step("train-pretrain", step_pretrain),
     Step("train-sft", step_sft),
+    Step("eval", step_eval),
+    Step("report", step_report, resumable=False),
 ]
 
 
@@ -224,9 +233,17 @@ def _is_done(ctx: DemoContext, step: Step, args: dict) -> bool:
 
 
 def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Console,
-             ray_address: str | None = None) -> dict:
-    """Run every step (skipping finished ones unless `force`); returns counts per step."""
+             ray_address: str | None = None, until: str | None = None) -> dict:
+    """Run every step (skipping finished ones unless `force`) up to `until`; returns counts
+    per step."""
     from vilactl.pipeline.ray_runtime import ray_session
+
+    names = [s.name for s in STEPS]
+    if until is not None and until not in names:
+        from vilactl.curation.errors import VilactlError
+
+        raise VilactlError(f"--until must be a demo step: {', '.join(names)}")
+    steps = STEPS[:names.index(until) + 1] if until else STEPS
 
     db.init(workspace)
     ctx = DemoContext(workspace, _config(seed, size), console, ray_address=ray_address,
@@ -236,7 +253,7 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
     with contextlib.ExitStack() as stack:
         stack.callback(lambda: ctx.mirror and ctx.mirror.stop())
         ray_started = False
-        for step in STEPS:
+        for step in steps:
             if not force and _is_done(ctx, step, args):
                 console.print(f"[dim]✓ {step.name} (done earlier, skipped)[/dim]")
                 continue

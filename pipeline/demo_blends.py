@@ -3,7 +3,8 @@
 - blend_projector: curated COYO caption pairs only (stage 0 trains the projector on pairs).
 - blend_pretrain: interleaved MMC4 and curated COYO at 1:1 image shares, pairs grouped 4 to a
   sample as VILA does (stage 1).
-- blend_sft: VQA instructions with text-only instructions (stage 2, the paper's joint SFT).
+- blend_sft: VQA and caption instructions with text-only instructions (stage 2, the paper's
+  joint SFT; captions keep the model describing images, text keeps its text skills).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ DEMO_BLENDS: dict[str, dict] = {
     "blend_projector": {"weights": {"coyo_curated": 1.0}},
     "blend_pretrain": {"weights": {"mmc4_interleaved": 0.5, "coyo_curated": 0.5},
                        "coyo_group": 4},
-    "blend_sft": {"weights": {"vqa": 0.7, "text_instruct": 0.3}},
+    "blend_sft": {"weights": {"vqa": 0.6, "caption_instruct": 0.15, "text_instruct": 0.25}},
 }
 
 

@@ -25,3 +25,25 @@ def step_pretrain(ctx) -> dict:
 
 def step_sft(ctx) -> dict:
     return _stage(ctx, "sft")
+
+
+def step_eval(ctx) -> dict:
+    from rich.console import Console
+
+    from vilactl.pipeline.eval import EvalRequest, evaluate
+
+    res = evaluate(ctx.workspace, EvalRequest(), Console(quiet=True))
+    pick = {("eval_vqa", "accuracy", 0): "vqa_0shot", ("eval_vqa", "accuracy", 4): "vqa_4shot",
+            ("eval_vqa", "accuracy_blank_image", 0): "vqa_blank_image",
+            ("eval_vqa", "majority_baseline", 0): "vqa_majority",
+            ("eval_caption", "cider", 0): "cider_0shot", ("eval_text", "accuracy", 0): "text_0shot"}
+    return {pick[k]: round(r["value"], 3) for r in res
+            if (k := (r["dataset"], r["metric"], r["shots"])) in pick}
+
+
+def step_report(ctx) -> dict:
+    from vilactl.pipeline.report import build
+
+    path = build(ctx.workspace)
+    ctx.console.print(f"  report: {path}")
+    return {"report": str(path)}

@@ -49,7 +49,8 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
         "coyo_meta": (c["coyo"]["samples"], c["coyo"]["images"]),
         "mmc4_docs": (c["mmc4"]["samples"], c["mmc4"]["images"]),
         **{k: (c[k]["samples"], c[k]["images"])
-           for k in ("vqa", "text_instruct", "eval_vqa", "eval_caption", "eval_text")},
+           for k in ("vqa", "caption_instruct", "text_instruct", "eval_vqa", "eval_caption",
+                     "eval_text")},
     }
     assert got["coyo_meta"] == (120, 120) and got["mmc4_docs"][0] == 24
     # The views read the data itself, and agree with the recorded counts.
@@ -69,13 +70,14 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     assert all(s["status"] == "ok" for s in steps)
     shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
-    # Everything but the mirror (a service, started every time) is skipped; no rows are added.
-    assert second.stdout.count("done earlier, skipped") == len(STEPS) - 1
-    # raw: 3 COYO files + 3 MMC4 shards + 5 sets; downloads: one unit per input file;
+    # Everything but the mirror (a service) and the report is skipped; no rows are added.
+    # (the mirror and the report are remade every time)
+    assert second.stdout.count("done earlier, skipped") == len(STEPS) - 2
+    # raw: 3 COYO files + 3 MMC4 shards + 6 sets; downloads: one unit per input file;
     # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3;
     # 3 blends of one shard each.
     assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
-        [{"n": 3 + 3 + 5 + 3 + 3 + 3 + 3 + 4 * 3 + 3}]
+        [{"n": 3 + 3 + 6 + 3 + 3 + 3 + 3 + 4 * 3 + 3}]
 
 
 def test_demo_clip_curation_keeps_clean_pairs(demo_ws):

@@ -97,7 +97,11 @@ def load(path: str | Path | None = None) -> TrainConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise VilactlError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    src = str(path)
+    return from_dict(raw, str(path))
+
+
+def from_dict(raw: dict, src: str) -> TrainConfig:
+    """A config from its mapping (a YAML file's, or one saved in a checkpoint's meta.json)."""
     unknown = sorted(set(raw) - {"model", "data", "train", "stages"})
     if unknown:
         raise VilactlError(f"{src}: unknown keys: {', '.join(unknown)} "

@@ -41,7 +41,16 @@ class SequenceBuilder:
     def _text(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def build(self, sample_id: str, segments: list[dict]) -> Example | None:
+    def prompt(self, segments: list[dict]) -> Example:
+        """A generation prompt: the segments, then the assistant marker (SFT) or nothing
+        (pretraining's raw interleaving), without end of sequence."""
+        ex = self.build("prompt", segments, prompt=True)
+        if self.sft:
+            marker = self._text(ROLE_PREFIX["assistant"])
+            ex.input_ids = np.concatenate([ex.input_ids, np.asarray(marker, np.int64)])
+        return ex
+
+    def build(self, sample_id: str, segments: list[dict], prompt: bool = False) -> Example | None:
         """The example, or None when nothing in it is trained (e.g. cut to images only)."""
         tok = self.tokenizer
         ids, labels, images, spans = [tok.bos_token_id], [IGNORE], [], []
@@ -66,6 +75,9 @@ class SequenceBuilder:
                 text = text + [tok.eos_token_id]
             ids += text
             labels += text if trained else [IGNORE] * len(text)
+        if prompt:
+            return Example(sample_id, np.asarray(ids, np.int64), np.asarray(labels, np.int64),
+                           images)
         if not self.sft:
             ids.append(tok.eos_token_id)
             labels.append(tok.eos_token_id)

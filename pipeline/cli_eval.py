@@ -1,0 +1,33 @@
+"""`vilactl eval`: the command-line face of pipeline/eval.py."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vilactl.curation.errors import VilactlError
+
+
+def eval_cmd(
+    checkpoint: str | None = typer.Option(None, help="Catalog checkpoint id (sft@120) or run "
+                                                     "name (its final one); default: the "
+                                                     "newest SFT checkpoint."),
+    shots: str = typer.Option("0,4", help="Comma-separated shot counts (k-shot prompts "
+                                          "interleave k image+answer demonstrations)."),
+    dataset: list[str] = typer.Option([], "--dataset", help="Held-out dataset(s) in the "
+                                                            "training-sample schema (default: "
+                                                            "eval_vqa, eval_caption, eval_text)."),
+    limit: int | None = typer.Option(None, help="Only the first N examples of each set."),
+) -> None:
+    """Evaluate a checkpoint: VQA exact match (with blank-image and majority-answer
+    controls), captioning CIDEr, text-only accuracy; results into the catalog's evals."""
+    from vilactl.pipeline.context import console, state
+    from vilactl.pipeline.eval import DEMO_EVAL, EvalRequest, evaluate
+
+    try:
+        ks = [int(s) for s in shots.split(",") if s.strip()]
+    except ValueError as e:
+        raise VilactlError(f"--shots takes numbers like 0,4, got {shots!r}") from e
+    req = EvalRequest(checkpoint=checkpoint, shots=ks, datasets=dataset or list(DEMO_EVAL),
+                      limit=limit)
+    evaluate(Path(state.workspace), req, console)

@@ -1,0 +1,130 @@
+"""`vilactl eval --checkpoint REF`: a trained VLM on held-out sets, results into the catalog.
+
+Loads the checkpoint with the model config saved beside it, then for each dataset (default: the
+demo's eval_vqa, eval_caption, eval_text; any training-sample-schema dataset works) runs
+0-shot and k-shot evaluation (train/evaluate.py). VQA also gets the two controls that show the
+model reads the image: the same model given a blank grey image, and the image-blind majority
+answer per question type (from the training VQA set). Every number lands in `evals`;
+predictions go to <workspace>/evals/<checkpoint>/<dataset>-<shots>shot.json.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.console import Console
+from rich.table import Table
+
+from vilactl.catalog import db
+from vilactl.catalog.register import (
+    Run,
+    dataset_shards,
+    find_checkpoint,
+    now,
+    record_evals,
+    record_run,
+)
+from vilactl.curation import atomic
+from vilactl.curation.errors import VilactlError
+from vilactl.pipeline import train_setup
+from vilactl.train import checkpoint, config
+from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
+from vilactl.train.stages import add_lora
+from vilactl.train.tokenizer import load_tokenizer
+
+DEMO_EVAL = ("eval_vqa", "eval_caption", "eval_text")
+
+
+@dataclass
+class EvalRequest:
+    checkpoint: str | None = None      # id, run name, or None for the newest SFT checkpoint
+    shots: list[int] = field(default_factory=lambda: [0, 4])
+    datasets: list[str] = field(default_factory=lambda: list(DEMO_EVAL))
+    baseline: str | None = "vqa"       # training VQA set for the majority-answer baseline
+    limit: int | None = None           # first N examples of each set (quick looks)
+
+
+def load_checkpoint(workspace: Path, ref: str | None):
+    row = find_checkpoint(workspace, ref) if ref else find_checkpoint(workspace, stage="sft")
+    if row is None:
+        raise VilactlError(f"no checkpoint {ref!r} in the catalog" if ref else
+                           "no SFT checkpoint in the catalog: run `vilactl train --stage sft`")
+    folder = Path(row["path"])
+    meta = json.loads((folder / "meta.json").read_text())
+    cfg = config.from_dict(meta["config"], str(folder / "meta.json"))
+    tok = load_tokenizer(meta["tokenizer"])
+    model = train_setup.build_model(workspace, cfg, tok)
+    if meta.get("lora"):
+        add_lora(model, meta["lora"])
+    checkpoint.load_model(folder, model)
+    return row, model, tok
+
+
+def _rows(workspace: Path, name: str, limit: int | None) -> list[dict]:
+    _, paths = dataset_shards(workspace, name)
+    rows = pa.concat_tables(pq.read_table(p) for p in paths).to_pylist() if paths else []
+    return rows[:limit] if limit else rows
+
+
+def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
+    if any(k < 0 for k in req.shots):
+        raise VilactlError(f"--shots must be ≥ 0, got {req.shots}")
+    row, model, tok = load_checkpoint(workspace, req.checkpoint)
+    ev = Evaluator(model, tok, model.vision.preprocess)
+    ck, results = row["id"], []
+    run = Run(command="vilactl eval", args={"checkpoint": ck, "shots": req.shots,
+                                            "datasets": req.datasets})
+    out = workspace / "evals" / ck.replace("@", "-")
+    for name in req.datasets:
+        its = items(_rows(workspace, name, req.limit))
+        if not its:
+            raise VilactlError(f"dataset {name!r} has no samples ending in an answer")
+        task = task_of(its)
+        base = {"checkpoint": ck, "dataset": name, "task": task, "n": len(its)}
+        for k in req.shots:
+            r = ev.run(its, task, k)
+            results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
+            results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
+                        for kind, v in r["by_kind"].items()]
+            atomic.write_text(out / f"{name}-{k}shot.json", json.dumps(
+                [{"sample_id": it.sample_id, "kind": it.kind, "answer": it.answer,
+                  "prediction": p} for it, p in zip(its, r["predictions"])], indent=1))
+        if task == "vqa":
+            results += _controls(workspace, ev, its, base, req)
+    run.status, run.finished_at = "ok", now()
+    run.counts = {f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"] for r in results}
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_evals(con, results, run.id)
+    console.print(table(results, ck))
+    return results
+
+
+def _controls(workspace: Path, ev: Evaluator, its, base: dict, req: EvalRequest) -> list[dict]:
+    blank = ev.run(its, "vqa", 0, blank=True)
+    out = [{**base, "shots": 0, "metric": "accuracy_blank_image", "value": blank["value"]}]
+    out += [{**base, "shots": 0, "metric": f"accuracy_blank_image:{k}", "value": v}
+            for k, v in blank["by_kind"].items()]
+    if req.baseline:
+        try:
+            train = items(_rows(workspace, req.baseline, None))
+        except VilactlError:
+            return out          # no training set to take majorities from
+        maj = majority_baseline(train, its)
+        out.append({**base, "shots": 0, "metric": "majority_baseline", "value": maj["value"]})
+        out += [{**base, "shots": 0, "metric": f"majority_baseline:{k}", "value": v}
+                for k, v in maj["by_kind"].items()]
+    return out
+
+
+def table(results: list[dict], checkpoint_id: str) -> Table:
+    t = Table(title=f"eval of {checkpoint_id}")
+    for c in ("dataset", "task", "metric", "shots", "value", "n"):
+        t.add_column(c, justify="right" if c in ("shots", "value", "n") else "left")
+    for r in results:
+        t.add_row(r["dataset"], r["task"], r["metric"], str(r["shots"]), f"{r['value']:.3f}",
+                  str(r["n"]))
+    return t

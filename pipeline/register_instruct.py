@@ -1,0 +1,202 @@
+"""`vilactl register llava|text-instruct`: published instruction data → training samples.
+
+Records stream in (a JSON array is parsed incrementally with ijson; JSONL and Parquet row by
+row) and stream out as Parquet shards of `shard_size` samples, so memory holds one shard, not
+the file. Shards go to a temp folder renamed into place when every record converted; the
+dataset (samples, images, turns, text tokens) and the run land in one catalog transaction. A bad
+record stops everything with `FILE: record ID: problem`, unless --skip-bad skips and counts it.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from vilactl.catalog import db
+from vilactl.catalog.register import (
+    Dataset,
+    Run,
+    Shard,
+    ensure_name_free,
+    now,
+    record_dataset,
+    record_run,
+    resolve,
+    set_text_tokens,
+)
+from vilactl.curation import atomic
+from vilactl.curation.errors import RecordError, VilactlError
+from vilactl.curation.instruct_formats import image_reader, llava_sample, text_sample
+from vilactl.curation.readers import expand
+from vilactl.curation.records import sample_table
+
+
+@dataclass
+class ShardWriter:
+    folder: Path
+    shard_size: int = 1000
+    rows: list = field(default_factory=list)
+    shards: list = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, sample: dict) -> None:
+        segs = sample["segments"]
+        self.rows.append(sample)
+        self.counts.update(samples=1, images=sum(s["image"] is not None for s in segs),
+                           texts=sum(s["text"] is not None for s in segs),
+                           turns=sum(1 for i, s in enumerate(segs)
+                                     if i == 0 or s["role"] != segs[i - 1]["role"]),
+                           text_tokens=sum(len(s["text"].split()) for s in segs if s["text"]))
+        if len(self.rows) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        path = self.folder / f"part-{len(self.shards):05d}.parquet"
+        atomic.write_parquet(path, sample_table(self.rows), row_group_size=256)
+        self.shards.append((path, len(self.rows)))
+        self.rows = []
+
+
+def _records(path: Path) -> Iterator[dict]:
+    """A JSON array (streamed with ijson) or JSON Lines."""
+    import ijson
+
+    with open(path, "rb") as f:
+        head = f.read(64).lstrip()
+        f.seek(0)
+        if head.startswith(b"["):
+            try:
+                yield from ijson.items(f, "item", use_float=True)
+            except ijson.JSONError as e:
+                raise VilactlError(f"{path}: not valid JSON ({e})") from e
+            return
+        for n, line in enumerate(f, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise VilactlError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+
+
+def _convert(records, convert, where, skip_bad: bool, writer: ShardWriter,
+             skipped: Counter) -> None:
+    for rid, rec in records:
+        try:
+            sample = convert(rec, rid)
+        except RecordError as e:
+            if not skip_bad:
+                raise VilactlError(f"{where(rid)}: record {rid}: {e}") from e
+            skipped[str(e).split(" (")[0][:60]] += 1
+            continue
+        writer.add(sample)
+    writer.flush()
+
+
+def _register(workspace: Path, name: str, kind: str, out: Path, writer: ShardWriter,
+              skipped: Counter, command: str, args: dict, replace: bool) -> Dataset:
+    if not writer.shards:
+        raise VilactlError(f"no records converted into {name!r}")
+    c = writer.counts
+    shards = [Shard(path=resolve(out / p.name), rows=n, bytes=(out / p.name).stat().st_size,
+                    checksum=atomic.sha256_file(out / p.name)) for p, n in writer.shards]
+    ds = Dataset(name=name, kind=kind, format="parquet", uri=resolve(out),
+                 num_samples=c["samples"], num_images=c["images"], num_texts=c["texts"],
+                 num_bytes=sum(s.bytes for s in shards), params=args)
+    run = Run(command=command, args=args, counts={**c, "skipped": dict(skipped)})
+    run.status, run.finished_at = "ok", now()
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_dataset(con, ds, shards, run.id, replace=replace)
+        set_text_tokens(con, name, c["text_tokens"])
+    return ds
+
+
+def register_llava(workspace: Path, json_path: str, images: str, name: str,
+                   replace: bool = False, skip_bad: bool = False,
+                   shard_size: int = 1000) -> tuple[Dataset, Counter, Counter]:
+    path = Path(json_path)
+    if not path.is_file():
+        raise VilactlError(f"{path}: no such file")
+    if not Path(images).is_dir():
+        raise VilactlError(f"--images {images}: no such folder")
+    if not replace:
+        ensure_name_free(workspace, name)
+    read, skipped = image_reader(Path(images)), Counter()
+    out = workspace / "datasets" / name
+    args = {"json": resolve(path), "images": resolve(images), "skip_bad": skip_bad}
+    records = ((r.get("id", f"#{i}") if isinstance(r, dict) else f"#{i}", r)
+               for i, r in enumerate(_records(path)))
+    with atomic.atomic_dir(out) as tmp:
+        writer = ShardWriter(tmp, shard_size)
+        _convert(records, lambda rec, rid: llava_sample(rec, read), lambda rid: str(path),
+                 skip_bad, writer, skipped)
+    ds = _register(workspace, name, "instruct-llava", out, writer, skipped,
+                   "vilactl register llava", args, replace)
+    return ds, writer.counts, skipped
+
+
+def _rows(path: Path) -> Iterator[dict]:
+    if path.suffix == ".parquet":
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield from batch.to_pylist()
+    else:
+        yield from _records(path)
+
+
+def _count(path: Path) -> int:
+    if path.suffix == ".parquet":
+        return pq.ParquetFile(path).metadata.num_rows
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def chosen_rows(total: int, n: int | None, seed: int | None) -> np.ndarray | None:
+    """Row numbers to keep: all (None), evenly spaced, or a seeded sample without replacement."""
+    if n is None:
+        return None
+    if not 0 < n <= total:
+        raise VilactlError(f"--sample {n}: the data has {total} rows")
+    if seed is None:
+        return np.unique((np.arange(n) * total) // n)
+    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
+
+
+def register_text_instruct(workspace: Path, pattern: str, name: str,
+                           input_field: str = "inputs", target_field: str = "targets",
+                           sample: int | None = None, seed: int | None = None,
+                           replace: bool = False, skip_bad: bool = False,
+                           shard_size: int = 10_000) -> tuple[Dataset, Counter, Counter]:
+    files = expand(pattern, "instruction files")
+    if not replace:
+        ensure_name_free(workspace, name)
+    sizes = [_count(p) for p in files]
+    keep = chosen_rows(sum(sizes), sample, seed)
+    keep_set = None if keep is None else set(keep.tolist())
+    args = {"data": pattern, "input_field": input_field, "target_field": target_field,
+            "sample": sample, "seed": seed, "skip_bad": skip_bad}
+    skipped, out = Counter(), workspace / "datasets" / name
+    current = [files[0]]        # the file being read, for error lines
+
+    def rows() -> Iterator[tuple[str, dict]]:
+        g = 0
+        for path in files:
+            current[0] = path
+            for line, row in enumerate(_rows(path), start=1):
+                if keep_set is None or g in keep_set:
+                    yield str(row.get("id", f"{path.name}:{line}")), row
+                g += 1
+
+    with atomic.atomic_dir(out) as tmp:
+        writer = ShardWriter(tmp, shard_size)
+        _convert(rows(), lambda row, rid: text_sample(row, rid, input_field, target_field),
+                 lambda rid: str(current[0]), skip_bad, writer, skipped)
+    ds = _register(workspace, name, "instruct-text", out, writer, skipped,
+                   "vilactl register text-instruct", args, replace)
+    return ds, writer.counts, skipped

@@ -1,0 +1,92 @@
+"""`vilactl eval`, `vilactl report` (opened in headless Chromium) and `vilactl ablate` on the
+tiny demo."""
+import json
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import run_cli, workspace_copy
+from PIL import Image
+
+
+def sql(ws, q):
+    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
+
+
+def test_demo_eval_recorded(demo_ws):
+    rows = sql(demo_ws, "SELECT dataset, task, metric, shots, value, num_examples FROM evals "
+                        "WHERE checkpoint = 'sft@6'")
+    got = {(r["dataset"], r["metric"], r["shots"]): r for r in rows}
+    for key in [("eval_vqa", "accuracy", 0), ("eval_vqa", "accuracy", 4),
+                ("eval_vqa", "accuracy_blank_image", 0), ("eval_vqa", "majority_baseline", 0),
+                ("eval_caption", "cider", 0), ("eval_caption", "cider", 4),
+                ("eval_text", "accuracy", 0), ("eval_text", "accuracy", 4)]:
+        assert key in got, key
+        assert 0 <= got[key]["value"] <= (10 if key[1] == "cider" else 1)
+    assert got[("eval_vqa", "accuracy", 0)]["num_examples"] == 45
+    kinds = {m.split(":")[1] for (d, m, s) in got if d == "eval_vqa" and m.startswith("accuracy:")}
+    assert kinds == {"color", "shape", "count", "position"}
+    preds = json.loads((demo_ws / "evals" / "sft-6" / "eval_vqa-0shot.json").read_text())
+    assert len(preds) == 45 and {"answer", "prediction", "kind"} <= set(preds[0])
+
+
+def test_majority_baseline_is_the_most_common_training_answer():
+    from vilactl.train.evaluate import Item, majority_baseline
+
+    train = [Item(str(i), "color", [], a) for i, a in enumerate(["red", "red", "blue"])]
+    test = [Item("t1", "color", [], "red"), Item("t2", "color", [], "Blue."),
+            Item("t3", "shape", [], "circle")]
+    got = majority_baseline(train, test)
+    assert got["by_kind"] == {"color": 0.5, "shape": 0.0} and got["value"] == pytest.approx(1 / 3)
+
+
+def test_eval_any_sample_dataset_and_bad_input(demo_ws, tmp_path):
+    ws = workspace_copy(demo_ws, tmp_path / "ws")
+    out = run_cli("eval", "--checkpoint", "sft@6", "--dataset", "vqa", "--shots", "0",
+                  "--limit", "10", workspace=ws, check=True)
+    assert "vqa" in out.stdout
+    assert sql(ws, "SELECT count(*) AS n FROM evals WHERE dataset = 'vqa' AND "
+                   "metric = 'accuracy'") == [{"n": 1}]
+    for args, message in [(["--checkpoint", "nope@1"], "no checkpoint 'nope@1'"),
+                          (["--shots", "x"], "--shots takes numbers"),
+                          (["--dataset", "nope"], "unknown dataset 'nope'")]:
+        proc = run_cli("eval", *args, workspace=ws)
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-400:]
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_renders_in_headless_chromium(demo_ws, tmp_path):
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian chromium is needed (make test installs it)"
+    report = tmp_path / "report.html"
+    run_cli("report", "--out", str(report), workspace=demo_ws, check=True)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={tmp_path}/ud"]
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, *flags, "--window-size=1200,4000", f"--screenshot={shot}",
+                    report.as_uri()], capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.std() > 20 and (pixels < 128).mean() > 0.01      # not blank, has content
+    dom = subprocess.run([chromium, *flags, "--virtual-time-budget=5000", "--dump-dom",
+                          report.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    loaded, total = map(int, dom.split('data-images="')[1].split('"')[0].split("/"))
+    # 3 grids of 8 pairs, the failure, score, blend and loss plots, and the documents' images
+    assert loaded == total >= 24 + 4 + 4, (loaded, total)
+    for section in ("CLIP curation", "MMC4 variants", "Blends", "Training loss", "Evaluation"):
+        assert section in dom
+
+
+def test_ablate_prints_four_rows(demo_ws, tmp_path):
+    ws = workspace_copy(demo_ws, tmp_path / "ws")
+    out = run_cli("ablate", "--pretrain-steps", "2", "--sft-steps", "2", workspace=ws,
+                  check=True, timeout=900)
+    for row in ("coyo", "mmc4-pairs", "mmc4 ", "mmc4+coyo"):
+        assert row in out.stdout, out.stdout[-2000:]
+    assert "ablation took" in out.stdout
+    run = sql(ws, "SELECT counts FROM runs WHERE command = 'vilactl ablate'")
+    rows = json.loads(run[0]["counts"])["rows"]
+    assert [r["pretraining"] for r in rows] == ["coyo", "mmc4-pairs", "mmc4", "mmc4+coyo"]
+    assert all(r["eval_vqa:accuracy:0"] is not None for r in rows)
+    images = sql(ws, "SELECT name, num_images FROM blends WHERE name LIKE 'ablate_%'")
+    assert len({r["num_images"] for r in images}) <= 2     # equal image budgets (to one doc)

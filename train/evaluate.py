@@ -1,0 +1,146 @@
+"""Evaluation of a VLM on held-out samples: VQA exact match, caption CIDEr, text-only accuracy,
+0-shot and k-shot with interleaved demonstrations.
+
+A held-out sample is [(image), user question, assistant answer] (VQA / text) or [user image,
+assistant caption] (captioning). Prompts are the SFT conversation the model was trained on
+("USER: <image> q ASSISTANT:"); k-shot prepends k demonstrations (context and answer) drawn,
+seeded, from the same set, never the query itself. Answers are greedy decodes up to end of turn,
+compared after lower-casing and stripping punctuation. CIDEr is pycocoevalcap's.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vilactl.train.sequences import SequenceBuilder
+
+
+@dataclass
+class Item:
+    sample_id: str
+    kind: str                          # question type (from `source`, e.g. eval_vqa:color)
+    context: list[dict]                # segments before the answer
+    answer: str
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", "", text.lower())).strip()
+
+
+def items(rows: list[dict]) -> list[Item]:
+    out = []
+    for r in rows:
+        segs = r["segments"]
+        if not segs or segs[-1]["text"] is None:
+            continue
+        kind = r["source"].split(":", 1)[1] if ":" in (r["source"] or "") else "all"
+        out.append(Item(r["sample_id"], kind, segs[:-1], segs[-1]["text"]))
+    return out
+
+
+def task_of(its: list[Item]) -> str:
+    has_image = any(s["image"] is not None for it in its for s in it.context)
+    has_question = any(s["text"] for it in its for s in it.context)
+    return ("vqa" if has_question else "caption") if has_image else "text"
+
+
+class Evaluator:
+    def __init__(self, model, tokenizer, preprocess, max_new_tokens: int = 12, seed: int = 0):
+        self.model, self.tok, self.preprocess = model.eval(), tokenizer, preprocess
+        self.max_new_tokens, self.seed = max_new_tokens, seed
+        self.sft = SequenceBuilder(tokenizer, model.image_token_id, model.tokens_per_image,
+                                   max_length=10**9, sft=True)
+
+    def _pixels(self, images: list[bytes], blank: bool) -> torch.Tensor | None:
+        import io
+
+        from PIL import Image
+
+        if not images:
+            return None
+        if blank:
+            return torch.stack([torch.full_like(self.preprocess(Image.open(io.BytesIO(b))), 0.5)
+                                for b in images])
+        return torch.stack([self.preprocess(Image.open(io.BytesIO(b))) for b in images])
+
+    def _prompt(self, segments: list[dict], caption: bool) -> tuple[list[int], list[bytes]]:
+        ex = self.sft.prompt(segments)
+        return ex.input_ids.tolist(), ex.images
+
+    @torch.no_grad()
+    def answers(self, prompts: list[list[dict]], caption: bool = False, blank: bool = False,
+                batch_size: int = 32) -> list[str]:
+        """Greedy answers to many prompts, batched with left padding (KV-cached generate)."""
+        out: list[str] = []
+        for i in range(0, len(prompts), batch_size):
+            out += self._batch(prompts[i:i + batch_size], caption, blank)
+        return out
+
+    def _batch(self, prompts: list[list[dict]], caption: bool, blank: bool) -> list[str]:
+        device = next(self.model.parameters()).device
+        built = [self._prompt(p, caption) for p in prompts]
+        width = max(len(ids) for ids, _ in built)
+        embeds, mask = [], torch.zeros(len(built), width, dtype=torch.long, device=device)
+        for r, (ids, images) in enumerate(built):
+            pixels = self._pixels(images, blank)
+            e = self.model.embed(torch.tensor([ids], device=device),
+                                 None if pixels is None else pixels.to(device))[0]
+            pad = width - len(ids)
+            embeds.append(torch.cat([e.new_zeros(pad, e.shape[-1]), e]))
+            mask[r, pad:] = 1
+        gen = self.model.llm.generate(
+            inputs_embeds=torch.stack(embeds), attention_mask=mask,
+            max_new_tokens=self.max_new_tokens * (3 if caption else 1), do_sample=False,
+            eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
+        return [self.tok.decode(g, skip_special_tokens=True).strip() for g in gen]
+
+    def _shots(self, its: list[Item], i: int, k: int, caption: bool) -> list[dict]:
+        if k == 0:
+            return []
+        rng = np.random.default_rng([self.seed, i])
+        pool = [j for j in range(len(its)) if j != i]
+        segs = []
+        for j in rng.choice(pool, size=min(k, len(pool)), replace=False):
+            segs += its[j].context + [{"role": "assistant", "text": its[j].answer,
+                                       "image": None}]
+        return segs
+
+    def run(self, its: list[Item], task: str, shots: int, blank: bool = False) -> dict:
+        caption = task == "caption"
+        preds = self.answers([self._shots(its, i, shots, caption) + it.context
+                              for i, it in enumerate(its)], caption, blank)
+        if caption:
+            from pycocoevalcap.cider.cider import Cider
+
+            score, _ = Cider().compute_score(
+                {i: [normalise(it.answer)] for i, it in enumerate(its)},
+                {i: [normalise(p) or "empty"] for i, p in enumerate(preds)})
+            return {"metric": "cider", "value": float(score), "n": len(its), "by_kind": {},
+                    "predictions": preds}
+        hits = [normalise(p) == normalise(it.answer) for p, it in zip(preds, its)]
+        by = defaultdict(list)
+        for h, it in zip(hits, its):
+            by[it.kind].append(h)
+        return {"metric": "accuracy", "value": float(np.mean(hits)), "n": len(its),
+                "by_kind": {k: float(np.mean(v)) for k, v in sorted(by.items())},
+                "predictions": preds}
+
+
+def majority_baseline(train: list[Item], test: list[Item]) -> dict:
+    """Image-blind: the most common training answer per question type."""
+    by = defaultdict(Counter)
+    for it in train:
+        by[it.kind][normalise(it.answer)] += 1
+    overall = Counter(normalise(it.answer) for it in train).most_common(1)
+    fallback = overall[0][0] if overall else ""
+    hits = defaultdict(list)
+    for it in test:
+        guess = by[it.kind].most_common(1)[0][0] if by[it.kind] else fallback
+        hits[it.kind].append(guess == normalise(it.answer))
+    allhits = [h for v in hits.values() for h in v]
+    return {"value": float(np.mean(allhits)) if allhits else 0.0,
+            "by_kind": {k: float(np.mean(v)) for k, v in sorted(hits.items())}}
