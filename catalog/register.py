@@ -271,3 +271,9 @@ def record_evals(con: duckdb.DuckDBPyConnection, rows: list[dict], run_id: str) 
         con.execute("INSERT INTO evals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [rid, r["checkpoint"], r["dataset"], r["task"], r["shots"], r["metric"],
                      r["value"], r["n"], run_id, created])
+
+
+def forget_checkpoints(con: duckdb.DuckDBPyConnection, run_name: str) -> None:
+    """Drop the checkpoint rows of a training run that starts over (its folder is replaced)."""
+    con.execute("DELETE FROM checkpoints WHERE split_part(id, '@', 1) = ? AND stage <> 'clip'",
+                [run_name])

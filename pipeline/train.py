@@ -16,7 +16,15 @@ import torch
 from rich.console import Console
 
 from vilactl.catalog import db
-from vilactl.catalog.register import Run, find_checkpoint, now, record_checkpoint, record_run
+from vilactl.catalog.register import (
+    Run,
+    find_checkpoint,
+    forget_checkpoints,
+    now,
+    record_checkpoint,
+    record_failure,
+    record_run,
+)
 from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config, distributed
@@ -79,11 +87,23 @@ def prepare(workspace: Path, req: TrainRequest):
     tokenizer = train_setup.tokenizer_for(workspace, cfg)
     model = train_setup.build_model(workspace, cfg, tokenizer)
     if parent is not None:
-        checkpoint.load_model(Path(parent["path"]), model)
+        _load_parent(Path(parent["path"]), model)
     if model.tokens_per_image + 2 > cfg.data.max_length:
         raise VilactlError(f"data.max_length {cfg.data.max_length} cannot hold one image "
                            f"({model.tokens_per_image} tokens)")
     return cfg, scfg, blend, model, tokenizer, paths, parent
+
+
+def _load_parent(folder: Path, model) -> None:
+    """Weights of the previous stage; a LoRA run's adapters are merged into the LLM."""
+    import json
+
+    lora = json.loads((folder / "meta.json").read_text()).get("lora", 0)
+    if lora:
+        add_lora(model, lora)
+    checkpoint.load_model(folder, model)
+    if lora:
+        model.llm = model.llm.merge_and_unload()
 
 
 def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
@@ -105,26 +125,32 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         if d.main:
             console.print(f"resuming from {resume_from}")
     model.to(d.device)
-    if d.main and not req.resume and out.exists():
-        shutil.rmtree(out)        # a fresh run of this name starts over
+    if d.main and not req.resume:     # a fresh run of this name starts its logs over
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        (out / "metrics.jsonl").unlink(missing_ok=True)
     builder = SequenceBuilder(tok, model.image_token_id, model.tokens_per_image,
                               cfg.data.max_length, sft=stage.sft, overflow=cfg.data.overflow)
     stream = BlendStream(paths, builder, model.vision.preprocess, seed=cfg.train.seed)
     batches = stream.batches(cfg.train.micro_batch_size, cfg.data.max_length, tok.pad_token_id,
                              cfg.data.packing, cfg.data.buffer)
     steps = req.steps or scfg.steps
-    args = LoopArgs(steps=steps, lr=scfg.lr, grad_accum=cfg.train.grad_accum,
-                    warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
-                    max_grad_norm=cfg.train.max_grad_norm, log_every=cfg.train.log_every,
-                    save_every=cfg.train.save_every)
+    args = _loop_args(cfg, scfg.lr, steps)
     run = Run(command=f"vilactl train --stage {req.stage}",
               args={"name": req.out_name, "blend": blend, "config": cfg.source, "steps": steps,
                     "lora": lora, "parent": parent and parent["id"], "world": d.world})
     meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
             "parent": parent and parent["id"], "tokenizer": str(_tokenizer_path(workspace, cfg))}
 
+    fresh = [not req.resume]
+
     def on_save(step: int, folder: Path, metrics: dict) -> None:
         with db.writer(workspace) as con:
+            if fresh[0]:      # the previous run of this name is replaced only once this one
+                fresh[0] = False          # has a checkpoint of its own
+                forget_checkpoints(con, req.out_name)
+                for stale in out.glob("step-*"):
+                    if stale != folder:
+                        shutil.rmtree(stale)
             record_checkpoint(con, f"{req.out_name}@{step}", req.stage, run.id, str(folder),
                               step, metrics, blend, parent and parent["id"])
 
@@ -133,13 +159,25 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
                       f"{rec['tokens_per_s']:,.0f} tok/s  padding {rec['padding_share']:.1%}")
 
     fwd = distributed.wrap(model, d, cfg.train.strategy)
-    summary = train_loop(model, fwd, batches, args, d, out, resume_from, on_save, meta, log)
+    try:
+        summary = train_loop(model, fwd, batches, args, d, out, resume_from, on_save, meta, log)
+    except BaseException as e:
+        if d.main:
+            record_failure(workspace, run, e)
+        raise
     summary.update(skipped=dict(stream.skipped), trainable=counts, world=d.world)
     if d.main:
         run.status, run.finished_at, run.counts = "ok", now(), summary
         with db.writer(workspace) as con:
             record_run(con, run)
     return summary
+
+
+def _loop_args(cfg, lr: float, steps: int) -> LoopArgs:
+    t = cfg.train
+    return LoopArgs(steps=steps, lr=lr, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
+                    weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
+                    log_every=t.log_every, save_every=t.save_every)
 
 
 def _tokenizer_path(workspace: Path, cfg) -> Path | str:

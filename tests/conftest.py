@@ -80,6 +80,12 @@ def workspace_copy(ws: Path, dest: Path) -> Path:
     return dest
 
 
+def sql(workspace: Path, query: str) -> list[dict]:
+    """Rows of a read-only query through `vilactl sql --format json`."""
+    return json.loads(run_cli("sql", query, "--format", "json", workspace=workspace,
+                              check=True).stdout)
+
+
 def catalog_snapshot(workspace: Path) -> dict:
     """Every row of every catalog table, for 'the catalog is unchanged' assertions."""
     import duckdb

@@ -13,18 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import catalog_snapshot, run_cli, workspace_copy
+from conftest import catalog_snapshot, run_cli, sql, workspace_copy
 
 from vilactl.curation.records import sample_table, segment
+from vilactl.pipeline.demo_blends import DEMO_BLENDS
 
 
 @pytest.fixture(scope="module")
 def ws(demo_ws, tmp_path_factory):
     return workspace_copy(demo_ws, tmp_path_factory.mktemp("blend") / "ws")
-
-
-def sql(ws, q):
-    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
 
 
 def blend(ws, *args, check=True):
@@ -69,8 +66,12 @@ def test_sft_blend_counts_text_only_component_in_samples(demo_ws):
     rows = sql(demo_ws, IMAGES_BY_COMPONENT.format(demo_ws / "blends" / "blend_sft"))
     by = {r["component"]: r for r in rows}
     assert by["text_instruct"]["images"] == 0
-    units = by["vqa"]["images"] + by["text_instruct"]["samples"]
-    assert abs(by["text_instruct"]["samples"] / units - 0.3) <= 0.005
+    units = by["vqa"]["images"] + by["caption_instruct"]["images"] + \
+        by["text_instruct"]["samples"]
+    # one unit of the smallest component is 1/units of the blend: exact to one sample
+    for name, share in DEMO_BLENDS["blend_sft"]["weights"].items():
+        got = by[name]["images"] or by[name]["samples"]
+        assert abs(got / units - share) <= max(0.005, 1 / units), (name, got, units)
 
 
 def test_same_seed_identical_bytes_other_seed_other_order(ws):

@@ -3,7 +3,7 @@ and every example query in docs/catalog.md runs against the demo catalog."""
 import json
 import re
 
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, sql
 
 from vilactl.pipeline.demo import STEPS
 from vilactl.pipeline.demo_blends import DEMO_BLENDS
@@ -23,13 +23,9 @@ def _complete_docs(ws) -> dict[str, int]:
     return {d: len(ok) for d, ok in docs.items() if all(ok)}
 
 
-def sql_json(ws, query):
-    return json.loads(run_cli("sql", query, "--format", "json", workspace=ws, check=True).stdout)
-
-
 def test_demo_registers_the_world_with_true_counts(demo_ws):
     manifest = json.loads((demo_ws / "world" / "world.json").read_text())
-    rows = sql_json(demo_ws, "SELECT name, kind, num_samples, num_images FROM datasets "
+    rows = sql(demo_ws, "SELECT name, kind, num_samples, num_images FROM datasets "
                              "ORDER BY name")
     got = {r["name"]: (r["num_samples"], r["num_images"]) for r in rows}
     c = manifest["counts"]
@@ -54,13 +50,13 @@ def test_demo_registers_the_world_with_true_counts(demo_ws):
     }
     assert got["coyo_meta"] == (120, 120) and got["mmc4_docs"][0] == 24
     # The views read the data itself, and agree with the recorded counts.
-    assert sql_json(demo_ws, "SELECT count(*) AS n FROM samples_coyo_meta") == [{"n": 120}]
-    assert sql_json(demo_ws, "SELECT sum(len(image_info)) AS n FROM samples_mmc4_docs") == \
+    assert sql(demo_ws, "SELECT count(*) AS n FROM samples_coyo_meta") == [{"n": 120}]
+    assert sql(demo_ws, "SELECT sum(len(image_info)) AS n FROM samples_mmc4_docs") == \
         [{"n": c["mmc4"]["images"]}]
 
 
 def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
-    steps = sql_json(demo_ws, "SELECT command, status FROM runs WHERE command "
+    steps = sql(demo_ws, "SELECT command, status FROM runs WHERE command "
                               "LIKE 'vilactl demo:%' ORDER BY started_at")
     names = [s.name for s in STEPS]
     assert [s["command"].split(":")[1] for s in steps] == names
@@ -68,7 +64,7 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
                           "download-coyo", "download-mmc4", "train-clip", "score-coyo",
                           "curate-coyo", "build-mmc4", "blends"]
     assert all(s["status"] == "ok" for s in steps)
-    shards = sql_json(demo_ws, "SELECT count(*) AS n FROM shards")
+    shards = sql(demo_ws, "SELECT count(*) AS n FROM shards")
     second = run_cli("demo", "--size", "tiny", workspace=demo_ws, check=True)
     # Everything but the mirror (a service) and the report is skipped; no rows are added.
     # (the mirror and the report are remade every time)
@@ -76,15 +72,15 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     # raw: 3 COYO files + 3 MMC4 shards + 6 sets; downloads: one unit per input file;
     # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3;
     # 3 blends of one shard each.
-    assert sql_json(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
+    assert sql(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
         [{"n": 3 + 3 + 6 + 3 + 3 + 3 + 3 + 4 * 3 + 3}]
 
 
 def test_demo_clip_curation_keeps_clean_pairs(demo_ws):
     """Top 50% of downloaded pairs by the demo CLIP's score: mostly true captions."""
     corrupted = {t["id"]: t["corrupted"] for t in _truth(demo_ws, "coyo")}  # test-only truth
-    kept = sql_json(demo_ws, "SELECT id FROM samples_coyo_curated")
-    n = sql_json(demo_ws, "SELECT num_samples AS n FROM datasets WHERE name = 'coyo'")[0]["n"]
+    kept = sql(demo_ws, "SELECT id FROM samples_coyo_curated")
+    n = sql(demo_ws, "SELECT num_samples AS n FROM datasets WHERE name = 'coyo'")[0]["n"]
     assert len(kept) == n // 2
     precision = 1 - sum(corrupted[r["id"]] for r in kept) / len(kept)
     assert precision >= 0.9, precision
@@ -101,7 +97,7 @@ def test_every_catalog_doc_query_runs(demo_ws):
 
 
 def test_mmc4_variants_compare_in_one_query_and_keep_images_in_place(demo_ws):
-    rows = sql_json(demo_ws, "SELECT kind, num_samples, num_images, num_text_tokens FROM "
+    rows = sql(demo_ws, "SELECT kind, num_samples, num_images, num_text_tokens FROM "
                              "datasets WHERE kind IN ('mmc4-interleaved', 'mmc4-after', "
                              "'mmc4-shuffled', 'mmc4-pairs') ORDER BY kind")
     assert [r["kind"] for r in rows] == ["mmc4-after", "mmc4-interleaved", "mmc4-pairs",
@@ -157,7 +153,7 @@ def test_rescore_recomputes_assignments_with_the_demo_clip(demo_ws):
 
     docs = {d["doc_id"]: d for p in sorted((demo_ws / "datasets" / "mmc4").glob("part-*.parquet"))
             for d in pq.read_table(p).to_pylist()}
-    pairs = sql_json(demo_ws, "SELECT sample_id, segments[2].text AS text FROM "
+    pairs = sql(demo_ws, "SELECT sample_id, segments[2].text AS text FROM "
                               "samples_pairs_rescored")
     assert pairs
     right = sum(docs[p["sample_id"].split("#")[0]]["text_list"][
@@ -166,6 +162,6 @@ def test_rescore_recomputes_assignments_with_the_demo_clip(demo_ws):
     # The tiny demo CLIP (120 steps, trained on bare captions, not on "The photo shows …"
     # sentences) places 64% right where chance is ~20%: the matrix really is recomputed.
     assert right / len(pairs) >= 0.5, right / len(pairs)
-    params = json.loads(sql_json(demo_ws, "SELECT params FROM datasets WHERE name = "
+    params = json.loads(sql(demo_ws, "SELECT params FROM datasets WHERE name = "
                                           "'pairs_rescored'")[0]["params"])
     assert params["rescore"]["model"] == "vilactl-demo-clip"

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import catalog_snapshot, run_cli
+from conftest import catalog_snapshot, run_cli, sql
 from PIL import Image
 
 from vilactl.curation.world import DEFAULT_BASE_URL, FAULTS, PRESETS, generate
@@ -51,10 +51,6 @@ def dl_args(world, mirror, corpus="coyo", timeout="1"):
 
 def download(ws, ray_head, *args, check=True):
     return run_cli("--ray-address", ray_head, *args, workspace=ws, check=check)
-
-
-def sql(ws, q):
-    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
 
 
 def decoded(data: bytes) -> np.ndarray:

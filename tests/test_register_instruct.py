@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import catalog_snapshot, run_cli, workspace_copy
+from conftest import catalog_snapshot, run_cli, sql, workspace_copy
 from PIL import Image
 
 from vilactl.pipeline.register_instruct import chosen_rows
@@ -44,10 +44,6 @@ def llava_files(tmp_path):
     path = tmp_path / "llava.json"
     path.write_text(json.dumps(RECORDS))
     return path, tmp_path
-
-
-def sql(ws, q):
-    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
 
 
 def samples(ws, name):

@@ -9,14 +9,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import catalog_snapshot, run_cli
+from conftest import catalog_snapshot, run_cli, sql
 
 from vilactl.curation.world import DEFAULT_BASE_URL, PRESETS, generate
 from vilactl.pipeline.mirror import Mirror
-
-
-def sql(ws, q):
-    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
 
 
 def cli(ws, ray_head, *args, check=True):

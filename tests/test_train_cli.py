@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli, workspace_copy
+from conftest import run_cli, sql, workspace_copy
 
 DEBUG = Path(__file__).resolve().parents[1] / "train" / "configs" / "debug.yaml"
 
@@ -32,10 +32,6 @@ def small_config(tmp_path, name="cfg.yaml", **train) -> Path:
 def losses(ws, name):
     lines = (ws / "checkpoints" / name / "metrics.jsonl").read_text().splitlines()
     return [json.loads(ln)["loss"] for ln in lines]
-
-
-def sql(ws, q):
-    return json.loads(run_cli("sql", q, "--format", "json", workspace=ws, check=True).stdout)
 
 
 def test_demo_trained_three_stages_in_order(demo_ws):
