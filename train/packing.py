@@ -118,8 +118,9 @@ def collate_padded(examples: list[Example], pad_id: int) -> Batch:
 def packed_batches(examples: Iterator[Example], max_length: int, rows: int, pad_id: int,
                    buffer: int = 256, fill: float = 0.98, with_mask: bool = True
                    ) -> Iterator[Batch]:
-    """Pack a buffer at a time; rows filled below `fill` go back to the buffer (flushed at the
-    end), so padding stays low without holding the stream."""
+    """Pack a buffer at a time; rows filled below `fill` that could still take an example of
+    the buffer's shortest length go back to the buffer, so padding stays low without holding
+    the stream."""
     pending: list[Example] = []
     ready: list[list[Example]] = []
     exhausted = False
@@ -131,10 +132,13 @@ def packed_batches(examples: Iterator[Example], max_length: int, rows: int, pad_
                 exhausted = True
         if pending:
             bins = first_fit_decreasing([len(e) for e in pending], max_length)
+            shortest = min(len(e) for e in pending)
             keep = []
             for b in bins:
                 row = [pending[i] for i in b]
-                if exhausted or sum(map(len, row)) >= fill * max_length:
+                used = sum(map(len, row))
+                # full enough, or no example of this length could still fit
+                if exhausted or used >= fill * max_length or max_length - used < shortest:
                     ready.append(row)
                 else:
                     keep += row
