@@ -131,8 +131,11 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     builder = SequenceBuilder(tok, model.image_token_id, model.tokens_per_image,
                               cfg.data.max_length, sft=stage.sft, overflow=cfg.data.overflow)
     stream = BlendStream(paths, builder, model.vision.preprocess, seed=cfg.train.seed)
+    # flash-attention takes packed rows as varlen sequences from the restarting position ids;
+    # SDPA (CPU, and GPU without flash) needs the block-diagonal mask
+    varlen = cfg.model.attn_implementation == "flash_attention_2"
     batches = stream.batches(cfg.train.micro_batch_size, cfg.data.max_length, tok.pad_token_id,
-                             cfg.data.packing, cfg.data.buffer)
+                             cfg.data.packing, cfg.data.buffer, with_mask=not varlen)
     steps = req.steps or scfg.steps
     args = _loop_args(cfg, scfg.lr, steps)
     run = Run(command=f"vilactl train --stage {req.stage}",

@@ -79,7 +79,7 @@ def build_model(workspace: Path, cfg: TrainConfig, tokenizer) -> VLM:
     if llm_config is not None and "vocab_size" not in llm_config:
         llm_config = {**llm_config, "vocab_size": len(tokenizer)}
     spec = ModelSpec(tower_spec(workspace, cfg.model.vision_tower), cfg.model.projector,
-                     cfg.model.llm, llm_config)
+                     cfg.model.llm, llm_config, cfg.model.attn_implementation)
     model = VLM(spec, image_token_id(tokenizer))
     if len(tokenizer) > model.llm.get_input_embeddings().num_embeddings:
         model.llm.resize_token_embeddings(len(tokenizer))   # <image> added to a real tokenizer

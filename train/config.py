@@ -23,6 +23,7 @@ class ModelCfg:
     llm: str | None = None
     llm_config: dict | None = None
     tokenizer: str = "demo"
+    attn_implementation: str = "sdpa"  # flash_attention_2: packed rows run varlen on GPU
 
 
 @dataclass

@@ -22,6 +22,7 @@ class ModelSpec:
     projector: str = "mlp_downsample"
     llm: str | None = None             # AutoModelForCausalLM name / local path
     llm_config: dict | None = None     # or a config (the demo's tiny Llama)
+    attn_implementation: str = "sdpa"  # or flash_attention_2 on GPU (packed rows go varlen)
 
 
 def build_llm(spec: ModelSpec) -> nn.Module:
@@ -30,8 +31,10 @@ def build_llm(spec: ModelSpec) -> nn.Module:
     if spec.llm_config is not None:
         cfg = dict(spec.llm_config)
         config = AutoConfig.for_model(cfg.pop("model_type", "llama"), **cfg)
-        return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
-    return AutoModelForCausalLM.from_pretrained(spec.llm, attn_implementation="sdpa")
+        return AutoModelForCausalLM.from_config(config,
+                                                attn_implementation=spec.attn_implementation)
+    return AutoModelForCausalLM.from_pretrained(spec.llm,
+                                                attn_implementation=spec.attn_implementation)
 
 
 class VLM(nn.Module):
