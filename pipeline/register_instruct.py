@@ -44,14 +44,18 @@ class ShardWriter:
     shards: list = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
 
+    shard_counts: Counter = field(default_factory=Counter)
+
     def add(self, sample: dict) -> None:
         segs = sample["segments"]
+        one = Counter(samples=1, images=sum(s["image"] is not None for s in segs),
+                      texts=sum(s["text"] is not None for s in segs),
+                      turns=sum(1 for i, s in enumerate(segs)
+                                if i == 0 or s["role"] != segs[i - 1]["role"]),
+                      text_tokens=sum(len(s["text"].split()) for s in segs if s["text"]))
         self.rows.append(sample)
-        self.counts.update(samples=1, images=sum(s["image"] is not None for s in segs),
-                           texts=sum(s["text"] is not None for s in segs),
-                           turns=sum(1 for i, s in enumerate(segs)
-                                     if i == 0 or s["role"] != segs[i - 1]["role"]),
-                           text_tokens=sum(len(s["text"].split()) for s in segs if s["text"]))
+        self.counts.update(one)
+        self.shard_counts.update(one)
         if len(self.rows) >= self.shard_size:
             self.flush()
 
@@ -60,8 +64,8 @@ class ShardWriter:
             return
         path = self.folder / f"part-{len(self.shards):05d}.parquet"
         atomic.write_parquet(path, sample_table(self.rows), row_group_size=256)
-        self.shards.append((path, len(self.rows)))
-        self.rows = []
+        self.shards.append((path, len(self.rows), dict(self.shard_counts)))
+        self.rows, self.shard_counts = [], Counter()
 
 
 def _records(path: Path) -> Iterator[dict]:
@@ -105,10 +109,11 @@ def _register(workspace: Path, name: str, kind: str, out: Path, writer: ShardWri
         raise VilactlError(f"no records converted into {name!r}")
     c = writer.counts
     shards = [Shard(path=resolve(out / p.name), rows=n, bytes=(out / p.name).stat().st_size,
-                    checksum=atomic.sha256_file(out / p.name)) for p, n in writer.shards]
+                    checksum=atomic.sha256_file(out / p.name), counts=counts)
+              for p, n, counts in writer.shards]
     ds = Dataset(name=name, kind=kind, format="parquet", uri=resolve(out),
                  num_samples=c["samples"], num_images=c["images"], num_texts=c["texts"],
-                 num_bytes=sum(s.bytes for s in shards), params=args)
+                 num_bytes=sum(s.bytes for s in shards), params={**args, "turns": c["turns"]})
     run = Run(command=command, args=args, counts={**c, "skipped": dict(skipped)})
     run.status, run.finished_at = "ok", now()
     with db.writer(workspace) as con:

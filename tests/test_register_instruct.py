@@ -68,9 +68,12 @@ def test_llava_records_convert_exactly(llava_files, tmp_path):
                          ("assistant", "The first is red, the second blue.", None)]
     assert got["c3"] == [("system", "Be brief.", None), ("user", "Name a colour.", None),
                          ("assistant", "Green.", None)]
-    row = sql(ws, "SELECT kind, num_samples, num_images, num_text_tokens FROM datasets")
+    row = sql(ws, "SELECT kind, num_samples, num_images, num_text_tokens, "
+                  "params->>'turns' AS turns FROM datasets")
     assert row == [{"kind": "instruct-llava", "num_samples": 3, "num_images": 3,
-                    "num_text_tokens": 27}]
+                    "num_text_tokens": 27, "turns": "9"}]
+    shard = sql(ws, "SELECT counts->>'turns' AS turns, counts->>'images' AS images FROM shards")
+    assert shard == [{"turns": "9", "images": "3"}]
 
 
 @pytest.mark.parametrize("change, message", [
