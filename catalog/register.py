@@ -277,3 +277,19 @@ def forget_checkpoints(con: duckdb.DuckDBPyConnection, run_name: str) -> None:
     """Drop the checkpoint rows of a training run that starts over (its folder is replaced)."""
     con.execute("DELETE FROM checkpoints WHERE split_part(id, '@', 1) = ? AND stage <> 'clip'",
                 [run_name])
+
+
+def record_output(workspace, run: Run, ds: Dataset, shards: list[Shard], replace: bool = True,
+                  text_tokens: int | None = None, also=None) -> None:
+    """Finish a run that made a dataset, in one transaction: the run (ok), the dataset with its
+    shards and view, its text tokens, and whatever `also(con)` records beside them."""
+    from vilactl.catalog import db
+
+    run.status, run.finished_at = "ok", now()
+    with db.writer(workspace) as con:
+        record_run(con, run)
+        record_dataset(con, ds, shards, run.id, replace=replace)
+        if text_tokens is not None:
+            set_text_tokens(con, ds.name, text_tokens)
+        if also is not None:
+            also(con)

@@ -23,20 +23,16 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 from rich.progress import track
 
-from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
     dataset_shards,
     ensure_name_free,
-    now,
     record_blend,
-    record_dataset,
     record_failure,
-    record_run,
+    record_output,
     resolve,
-    set_text_tokens,
 )
 from vilactl.curation import atomic
 from vilactl.curation.blend_plan import Plan, Supply, check_weights, plan
@@ -271,9 +267,5 @@ def _register(workspace: Path, run: Run, folder: Path, m: dict) -> None:
                  num_bytes=sum(s.bytes for s in shards), parents=parents, params=m["params"])
     run.counts = {"samples": m["num_samples"], "images": m["num_images"],
                   "text_tokens": m["num_text_tokens"]}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=True)
-        set_text_tokens(con, m["name"], m["num_text_tokens"])
-        record_blend(con, m, resolve(folder), parents, run.id)
+    record_output(workspace, run, ds, shards, text_tokens=m["num_text_tokens"],
+                  also=lambda con: record_blend(con, m, resolve(folder), parents, run.id))

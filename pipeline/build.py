@@ -14,19 +14,15 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
     dataset_shards,
     ensure_name_free,
-    now,
-    record_dataset,
     record_failure,
-    record_run,
+    record_output,
     resolve,
-    set_text_tokens,
 )
 from vilactl.curation import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
@@ -144,9 +140,5 @@ def _register(workspace, req, run, paths, out, results, args) -> Dataset:
                  num_texts=total["sentences"], num_bytes=sum(s.bytes for s in shards),
                  parents=[req.dataset], params=args)
     run.counts = {**dict(total), "dropped": dict(sorted(dropped.items()))}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=True)
-        set_text_tokens(con, req.out_name, total["text_tokens"])
+    record_output(workspace, run, ds, shards, text_tokens=total["text_tokens"])
     return ds

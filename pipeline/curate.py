@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -25,9 +24,7 @@ from vilactl.catalog.register import (
     clip_score_shards,
     dataset_shards,
     ensure_name_free,
-    now,
-    record_dataset,
-    record_run,
+    record_output,
     record_selection,
     resolve,
 )
@@ -187,11 +184,11 @@ def _register(workspace, req, run, src_row, score_info, out, rows, cutoff, count
     params = {**score_info, "tie_id": cutoff.id if cutoff else None, "excluded": {
         k: v for k, v in counts.items() if k != "rows_scanned"}, "dedup": req.dedup}
     run.counts = {**counts, "selected": n}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=req.replace)
+
+    def selection(con) -> None:
         record_selection(con, req.out_name, req.dataset, score_info["score_expr"], req.top_k,
                          cutoff.score if cutoff else None, counts["rows_scanned"], n, params,
                          run.id)
+
+    record_output(workspace, run, ds, shards, replace=req.replace, also=selection)
     return ds

@@ -26,8 +26,8 @@ from vilactl.catalog.register import (
     dataset_shards,
     mark_interrupted,
     now,
-    record_dataset,
     record_failure,
+    record_output,
     record_run,
     resolve,
 )
@@ -244,10 +244,7 @@ def _register(workspace: Path, req: DownloadRequest, run: Run, units: list[Unit]
     seconds = (now() - run.started_at).total_seconds()
     run.counts = {**t, "units": len(units), "seconds": round(seconds, 2),
                   "images_per_s": round(t["succeeded"] / seconds, 1) if seconds else None}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=True)
+    record_output(workspace, run, ds, shards)
     if not t["succeeded"] and t["failed"].get("rejected_url"):
         console.print("[yellow]warning:[/yellow] every URL was refused; private or loopback "
                       "hosts need --allow-private-network")

@@ -12,15 +12,12 @@ from pathlib import Path
 
 from rich.progress import track
 
-from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
     ensure_name_free,
-    now,
-    record_dataset,
-    record_run,
+    record_output,
     resolve,
 )
 from vilactl.curation import atomic
@@ -46,10 +43,7 @@ def _record(workspace: Path, ds: Dataset, stats: list[FileStats], command: str, 
                     source=resolve(sources[i]) if sources else None)
               for i, s in enumerate(stats)]
     run.counts = {"files": len(stats), "samples": ds.num_samples, "images": ds.num_images}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=replace)
+    record_output(workspace, run, ds, shards, replace=replace)
     return ds
 
 

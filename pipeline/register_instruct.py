@@ -17,17 +17,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
     Run,
     Shard,
     ensure_name_free,
-    now,
-    record_dataset,
-    record_run,
+    record_output,
     resolve,
-    set_text_tokens,
 )
 from vilactl.curation import atomic
 from vilactl.curation.errors import RecordError, VilactlError
@@ -115,11 +111,7 @@ def _register(workspace: Path, name: str, kind: str, out: Path, writer: ShardWri
                  num_samples=c["samples"], num_images=c["images"], num_texts=c["texts"],
                  num_bytes=sum(s.bytes for s in shards), params={**args, "turns": c["turns"]})
     run = Run(command=command, args=args, counts={**c, "skipped": dict(skipped)})
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=replace)
-        set_text_tokens(con, name, c["text_tokens"])
+    record_output(workspace, run, ds, shards, replace=replace, text_tokens=c["text_tokens"])
     return ds
 
 

@@ -25,9 +25,8 @@ from vilactl.catalog.register import (
     Run,
     Shard,
     dataset_shards,
-    now,
-    record_dataset,
     record_failure,
+    record_output,
     record_run,
     resolve,
 )
@@ -241,8 +240,5 @@ def _register(workspace: Path, req: ScoreRequest, run: Run, paths: list[Path], o
     run.counts = {**counts, "rows": total, "undecodable_total": nan,
                   "seconds": round(seconds, 2),
                   "pairs_per_s": round(counts["scored"] / seconds, 1) if seconds else None}
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=True)
+    record_output(workspace, run, ds, shards)
     return ds
