@@ -62,10 +62,11 @@ def write_text(dest: str | Path, text: str) -> None:
     write_bytes(dest, text.encode("utf-8"))
 
 
-def write_parquet(dest: str | Path, table: pa.Table, row_group_size: int | None = None) -> None:
+def write_parquet(dest: str | Path, table: pa.Table, row_group_size: int | None = None,
+                  compression: str = "zstd") -> None:
     # No timestamps or writer ids in the file, so the same table always gives the same bytes.
     with atomic_path(dest) as tmp:
-        pq.write_table(table, tmp, row_group_size=row_group_size, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=row_group_size, compression=compression)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -102,9 +102,33 @@ class TopK:
         self._compact()
         if not self.keys:
             return np.empty(0, np.uint64), np.empty(0)
-        keys, ids = self.keys[0], self.ids[0]
-        order = np.lexsort((ids, ~keys))  # key desc, then id asc
-        return keys[order], ids[order]
+        return sort_best_first(self.keys[0], self.ids[0])
+
+
+def sort_best_first(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, ids) ordered by key desc, then id asc.
+
+    Why not np.lexsort: it is two stable argsorts, ~0.7 s for 2M rows here. With integer ids,
+    the rank of the key (best = 0) and the id's offset from the smallest id usually fit one
+    uint64 together; an unstable SIMD argsort for the ranks plus one value sort of the packed
+    pairs is ~2.5x faster, and both columns decode from the sorted values. Else, lexsort."""
+    if len(keys) == 0 or ids.dtype.kind not in "iu":
+        return _lexsorted(keys, ids)
+    low, span = ids.min(), int(ids.max()) - int(ids.min())
+    id_bits = max(span.bit_length(), 1)
+    if id_bits >= 63:
+        return _lexsorted(keys, ids)
+    by_key = np.argsort(keys)  # SIMD argsort: fast, and ties need no stable order here
+    sorted_keys = keys[by_key]
+    new = np.empty(len(keys), bool)
+    new[0], new[1:] = True, sorted_keys[1:] != sorted_keys[:-1]
+    distinct = sorted_keys[new]
+    if id_bits + max((len(distinct) - 1).bit_length(), 1) > 64:
+        return _lexsorted(keys, ids)
+    rank = (len(distinct) - np.cumsum(new)).astype(np.uint64)  # 0 = the best key
+    packed = np.sort((rank << np.uint64(id_bits)) | (ids[by_key] - low).astype(np.uint64))
+    out_ids = (packed & np.uint64((1 << id_bits) - 1)).astype(ids.dtype) + low
+    return distinct[len(distinct) - 1 - (packed >> np.uint64(id_bits)).astype(np.int64)], out_ids
 
 
 @dataclass(frozen=True)
@@ -132,3 +156,8 @@ def cutoff_of(keys: np.ndarray, ids: np.ndarray) -> Cutoff | None:
         return None
     last = ids[-1]
     return Cutoff(int(keys[-1]), last.item() if hasattr(last, "item") else last)
+
+
+def _lexsorted(keys: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.lexsort((ids, ~keys))
+    return keys[order], ids[order]

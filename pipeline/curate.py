@@ -31,6 +31,7 @@ from vilactl.catalog.register import (
 from vilactl.curation import atomic, score_expr
 from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
 from vilactl.curation.errors import VilactlError
+from vilactl.curation.score_files import bound_key, read_footer
 from vilactl.curation.topk import TopK, cutoff_of
 from vilactl.pipeline import curate_shards as shards_mod
 from vilactl.pipeline.curate_shards import ShardSource
@@ -84,7 +85,11 @@ def _sources(workspace: Path, req: CurateRequest) -> tuple[list[ShardSource], di
 
 
 def _select(sources: list[ShardSource], k: int) -> TopK:
-    total = TopK(k)
+    # Score files in vilactl's layout carry an index in their footers that bounds the K-th
+    # score before any data is read: every task starts with a useful threshold and reads only
+    # the row groups that reach it (curation/score_files.py).
+    footers = [read_footer(s.scores) if s.scores else None for s in sources]
+    total = TopK(k, threshold=bound_key(footers, k))
 
     def merge(_name, part):
         total.merge(part)

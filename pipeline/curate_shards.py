@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vilactl.curation import atomic, score_expr
+from vilactl.curation.score_files import as_floats, read_candidates
 from vilactl.curation.topk import Cutoff, TopK
 
 
@@ -24,14 +25,10 @@ class ShardSource:
     scores: str | None = None  # the matching `vilactl score` shard, or None
     expr: str | None = None    # or an expression over the shard's columns
 
-    def scores_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
-        if self.expr:
-            cols = sorted(set(score_expr.columns(self.expr)) | {"id"})
-            table = pq.read_table(self.data, columns=cols)
-            score = score_expr.evaluate(self.expr, table)
-            return _floats(score), table.column("id").to_numpy()
-        table = pq.read_table(self.scores, columns=["id", "score"])
-        return _floats(table.column("score")), table.column("id").to_numpy()
+    def expr_scores_and_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        cols = sorted(set(score_expr.columns(self.expr)) | {"id"})
+        table = pq.read_table(self.data, columns=cols)
+        return as_floats(score_expr.evaluate(self.expr, table)), table.column("id").to_numpy()
 
     def with_scores(self, columns: list[str] | None = None) -> pa.Table:
         """The shard's rows (all columns unless named) with a float64 `score` column."""
@@ -49,18 +46,14 @@ class ShardSource:
                                                    pa.float64()))
 
 
-def _floats(col) -> np.ndarray:
-    arr = pc.cast(col, pa.float64())
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    return arr.to_numpy(zero_copy_only=False)  # nulls become NaN: excluded and counted
-
-
 def shard_topk(src: ShardSource, k: int, threshold: int) -> TopK:
-    """This shard's candidates for the global top-K, above the driver's current threshold."""
-    sel = TopK(k, threshold=np.uint64(threshold))
-    scores, ids = src.scores_and_ids()
-    sel.add(scores, ids)
+    """This shard's candidates for the global top-K, at or above the driver's threshold (a
+    score file in vilactl's layout is read only as far as the threshold reaches)."""
+    if src.scores:
+        sel = read_candidates(src.scores, k, threshold)
+    else:
+        sel = TopK(k, threshold=np.uint64(threshold))
+        sel.add(*src.expr_scores_and_ids())
     sel._compact()
     return sel
 
@@ -76,7 +69,7 @@ def shard_write(src: ShardSource, cutoff: Cutoff, dropped: np.ndarray, out: str)
     """Write the shard's selected rows (with their score) to `out`; returns the row count."""
     table = src.with_scores()
     ids = table.column("id").to_numpy()
-    keep = cutoff.keep(_floats(table.column("score")), ids)
+    keep = cutoff.keep(as_floats(table.column("score")), ids)
     if len(dropped):
         keep &= ~np.isin(ids, dropped)
     kept = table.filter(pa.array(keep))

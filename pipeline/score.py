@@ -33,6 +33,7 @@ from vilactl.catalog.register import (
 from vilactl.curation import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
 from vilactl.curation.errors import VilactlError
+from vilactl.curation.score_files import write_score_file
 from vilactl.pipeline.ray_runtime import ray_session
 
 SCORABLE = {"coyo-images"}
@@ -165,15 +166,15 @@ def _norm(path: str, expected: dict[str, int]) -> str:
 
 def _write_shard(out: Path, shard: Path, parts: list[dict], info: dict, counts: dict) -> None:
     keys = np.concatenate([p["key"] for p in parts]).astype(str)
-    order = np.argsort(keys, kind="stable")  # the order inside a shard does not depend on Ray
-    scores = np.concatenate([p["score"] for p in parts])[order]
+    scores = np.concatenate([p["score"] for p in parts])
     n = len(keys)
-    table = pa.table({"key": keys[order], "id": np.concatenate([p["id"] for p in parts])[order],
+    table = pa.table({"key": keys, "id": np.concatenate([p["id"] for p in parts]),
                       "score": scores.astype(np.float32),
                       "model": pa.array([info["model"]] * n),
                       "weights_sha256": pa.array([info["weights_sha256"]] * n)},
                      schema=SCORES_SCHEMA)
-    atomic.write_parquet(out_path(out, shard), table)
+    # Sorted best first (score desc, id asc: independent of Ray's order), NaN stored as null.
+    write_score_file(out_path(out, shard), table)
     counts["scored"] += int(np.isfinite(scores).sum())
     counts["undecodable"] += int((~np.isfinite(scores)).sum())
     counts["shards_written"] += 1
@@ -228,7 +229,7 @@ def _register(workspace: Path, req: ScoreRequest, run: Run, paths: list[Path], o
         f = out_path(out, p)
         col = pq.read_table(f, columns=["score"]).column("score")
         n = len(col)
-        bad = int(pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0)
+        bad = col.null_count + int(pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0)
         total, nan = total + n, nan + bad
         shards.append(Shard(path=resolve(f), rows=n, bytes=f.stat().st_size,
                             checksum=atomic.sha256_file(f), source=resolve(p),

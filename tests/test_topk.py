@@ -5,7 +5,7 @@ import pytest
 
 from vilactl.curation import score_expr
 from vilactl.curation.errors import VilactlError
-from vilactl.curation.topk import TopK, cutoff_of, key_to_score, order_key
+from vilactl.curation.topk import TopK, cutoff_of, key_to_score, order_key, sort_best_first
 
 
 def reference(scores, ids, k):
@@ -55,6 +55,21 @@ def test_merged_shards_equal_single_pass(tied):
     for p in parts[1:]:
         total.merge(p)
     assert total.result()[1].tolist() == reference(scores, ids, k).tolist()
+
+
+@pytest.mark.parametrize("make_ids", [
+    lambda r, n: r.choice(10**13, n, replace=False).astype(np.uint64),  # packed fast path
+    lambda r, n: r.choice(2**62, n, replace=False) * np.where(r.random(n) < .5, -1, 1),  # wide
+    lambda r, n: np.array([f"id{i}" for i in r.permutation(n)]),                   # strings
+    lambda r, n: np.arange(n)[:1]])
+def test_sort_best_first_equals_lexsort(make_ids):
+    r = np.random.default_rng(5)
+    ids = make_ids(r, 5000)
+    keys = order_key(np.round(r.normal(0.3, 0.05, len(ids)), 2))  # ~30 distinct: many ties
+    got_keys, got_ids = sort_best_first(keys, ids)
+    order = np.lexsort((ids, ~keys))
+    assert got_ids.tolist() == ids[order].tolist() and got_ids.dtype == ids.dtype
+    assert got_keys.tolist() == keys[order].tolist()
 
 
 def test_order_key_is_monotone_and_invertible():
