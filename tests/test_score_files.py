@@ -9,8 +9,8 @@ from vilactl.curation.score_files import (
     ROW_GROUP,
     SKETCH,
     bound_key,
-    read_footer,
     read_candidates,
+    read_footer,
     select_files,
     write_score_file,
 )
