@@ -76,11 +76,15 @@ class ScorerSpec:
         model.eval()
         return model, preprocess, open_clip.get_tokenizer(self.model), device
 
-    def describe(self, model, preprocess) -> dict:
+    def describe(self, model, preprocess, device: str = "cpu") -> dict:
         import open_clip
 
         cfg = open_clip.get_model_preprocess_cfg(model)
-        return {"model": self.model, "pretrained": self.pretrained,
+        # On a GPU, bf16 scores differ from fp32 by up to 1.7e-3 (measured, ViT-B-32/L-14 on
+        # an H200): enough to move a tie at the cutoff, so the precision is part of a score.
+        precision = f"{str(_gpu_dtype()).removeprefix('torch.')} autocast" \
+            if device == "cuda" else "fp32"
+        return {"model": self.model, "pretrained": self.pretrained, "precision": precision,
                 "weights_sha256": weights_sha256(model),
                 "preprocess": {k: (list(v) if isinstance(v, tuple) else v)
                                for k, v in cfg.items()},
@@ -92,12 +96,51 @@ def _looks_like_path(s: str) -> bool:
     return "/" in s or s.endswith((".safetensors", ".pt", ".bin", ".pth"))
 
 
+class SplitPreprocess:
+    """The model's own preprocessing cut where it leaves PIL.
+
+    `pil(image)` runs the per-image part (resize, crop, RGB) and returns uint8 HWC pixels;
+    `tensor(batch)` runs ToTensor + Normalize on a whole uint8 batch at once. The same float32
+    operations in the same order, so the same numbers as the full transform (tested), but the
+    per-image cost drops from ~200 µs to ~80 µs for 64-px images and uint8 crosses processes,
+    not float32 (4x fewer bytes). None from `split` when a transform does not end that way."""
+
+    def __init__(self, pil_stage, mean, std):
+        self.pil_stage, self.mean, self.std = pil_stage, tuple(mean), tuple(std)
+
+    @classmethod
+    def split(cls, preprocess) -> SplitPreprocess | None:
+        from torchvision import transforms as T
+
+        steps = list(getattr(preprocess, "transforms", []))
+        if len(steps) < 2 or not isinstance(steps[-2], T.ToTensor) \
+                or not isinstance(steps[-1], T.Normalize) or steps[-1].inplace:
+            return None
+        return cls(T.Compose(steps[:-2]), steps[-1].mean, steps[-1].std)
+
+    def pil(self, image) -> np.ndarray:
+        out = self.pil_stage(image)
+        return np.asarray(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8)
+
+    def tensor(self, batch: np.ndarray, device: str = "cpu"):
+        """Normalised float32 NCHW pixels; on a GPU the uint8 batch is moved first (4x fewer
+        bytes; the element-wise IEEE operations give the same numbers there)."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(batch)).to(device).permute(0, 3, 1, 2)
+        x = x.contiguous().to(torch.float32).div(255)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=device)[None, :, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32, device=device)[None, :, None, None]
+        return x.sub(mean).div(std)
+
+
 class ClipScorer:
     """Batched pair scoring. `score(pixel_values, texts)` → float32 cosine similarities."""
 
     def __init__(self, spec: ScorerSpec, device: str | None = None):
         self.spec = spec
         self.model, self.preprocess, self.tokenizer, self.device = spec.build(device)
+        self.split = SplitPreprocess.split(self.preprocess)
 
     def pixels(self, images) -> np.ndarray:
         """Model-preprocessed pixel tensors for PIL images, as one float32 array."""
@@ -117,10 +160,15 @@ class ClipScorer:
         return (img @ txt.T).cpu().numpy().astype(np.float64)
 
     def score(self, pixel_values: np.ndarray, texts: list[str]) -> np.ndarray:
+        return self.score_tokens(pixel_values, self.tokenizer(texts))
+
+    def score_tokens(self, pixel_values, tokens) -> np.ndarray:
+        """Scores of preprocessed pixels (float32 array or tensor) and tokenised texts."""
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(pixel_values)).to(self.device)
-        tokens = self.tokenizer(texts).to(self.device)
+        x = torch.as_tensor(np.ascontiguousarray(pixel_values)
+                            if isinstance(pixel_values, np.ndarray) else pixel_values)
+        x, tokens = x.to(self.device), torch.as_tensor(tokens).to(self.device)
         autocast = torch.autocast("cuda", dtype=_gpu_dtype()) if self.device == "cuda" \
             else _null()
         with torch.inference_mode(), autocast:

@@ -1,10 +1,13 @@
 """`vilactl score DATASET`: CLIP image–text scores on Ray Data, resumable per shard.
 
-Ray Data reads the downloaded shards, decodes and preprocesses images in parallel tasks, and
-scores them in an actor pool (one actor per GPU; on the CPU actors take fractional CPUs — whole
-CPUs have deadlocked a 2-CPU Ray). The driver streams the scores back, and writes one score file
-per input shard (`part-<shard>.parquet`: key, id, score, model, weights_sha256) atomically as
-soon as the shard is complete, so a rerun skips finished shards.
+Ray Data reads the downloaded shards in small blocks and scores them in an actor pool. On a GPU
+node, one actor per GPU, fed by a pool of CPU actors that decode, preprocess and tokenise. On a
+CPU node, one single-threaded actor per core that decodes its own batches (see _actors; actors
+take fractional CPUs — whole CPUs have deadlocked a 2-CPU Ray). The model's preprocessing is cut
+where it leaves PIL (clip_scorer.SplitPreprocess): uint8 pixels travel, ToTensor + Normalize run
+per batch. The driver streams the scores back and writes one score file per input shard
+(`part-<shard>.parquet`, curation/score_files.py layout: key, id, score, model, weights_sha256)
+atomically as soon as the shard is complete, so a rerun skips finished shards.
 """
 from __future__ import annotations
 
@@ -69,43 +72,65 @@ def out_path(out: Path, shard: Path) -> Path:
 
 
 class _Preprocess:
-    """Ray Data task: decode image bytes and apply the model's own preprocessing."""
+    """Ray Data actor: decode image bytes, run the model's per-image preprocessing, tokenise the
+    captions — everything but the forward pass, off the scoring actor's critical path."""
 
-    def __init__(self, preprocess):
+    def __init__(self, spec: ScorerSpec, preprocess):
+        import open_clip
+
+        from vilactl.curation.clip_scorer import SplitPreprocess, ensure_model_config
+
+        ensure_model_config(spec.model)
+        self.tokenizer = open_clip.get_tokenizer(spec.model)
         self.preprocess = preprocess
+        # uint8 after the PIL stage where the transform allows it (ToTensor + Normalize then run
+        # once per batch in the scoring actor), the full float32 transform otherwise.
+        self.split = SplitPreprocess.split(preprocess)
 
-    def __call__(self, batch: dict) -> dict:
+    def _one(self, data: bytes):
         from PIL import Image
 
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        return self.split.pil(image) if self.split else self.preprocess(image).numpy()
+
+    def __call__(self, batch: dict) -> dict:
         pixels, ok = [], []
         for data in batch["image"]:
             try:
-                pixels.append(self.preprocess(Image.open(io.BytesIO(data)).convert("RGB")))
+                pixels.append(self._one(data))
                 ok.append(True)
             except Exception:  # noqa: BLE001 — an undecodable image gets a NaN score, counted
                 pixels.append(None)
                 ok.append(False)
-        shape = next((p.shape for p in pixels if p is not None), (3, 1, 1))
-        arr = np.stack([p.numpy() if p is not None else np.zeros(shape, np.float32)
-                        for p in pixels])
-        return {"key": batch["key"], "id": batch["id"], "text": batch["text"],
-                "path": batch["path"], "pixels": arr, "ok": np.array(ok)}
+        good = next((p for p in pixels if p is not None), None)
+        blank = np.zeros((1, 1, 3) if good is None else good.shape,
+                         np.uint8 if self.split else np.float32)
+        tokens = self.tokenizer([str(t) for t in batch["text"]]).numpy()
+        return {"key": batch["key"], "id": batch["id"], "path": batch["path"], "tokens": tokens,
+                "pixels": np.stack([blank if p is None else p for p in pixels]),
+                "ok": np.array(ok)}
 
 
 class _ScoreActor:
-    def __init__(self, spec: ScorerSpec):
-        import os
+    """Ray Data actor: the forward pass. With `decode`, it also preprocesses its own batches
+    (CPU nodes: every core is a scorer, and shipping pixels between processes costs more than
+    it saves); without, it takes _Preprocess output (GPU nodes: CPUs decode, the GPU scores)."""
 
+    def __init__(self, spec: ScorerSpec, threads: int, decode: bool):
         import torch
 
         self.scorer = ClipScorer(spec)
+        self.decoder = _Preprocess(spec, self.scorer.preprocess) if decode else None
         if self.scorer.device == "cpu":
-            # Ray sets OMP_NUM_THREADS=1 in workers holding < 1 CPU; the forward pass is the
-            # heavy part on a CPU node, so let it use the cores.
-            torch.set_num_threads(os.cpu_count() or 1)
+            torch.set_num_threads(threads)  # see _actors: one thread per actor, one per core
 
     def __call__(self, batch: dict) -> dict:
-        scores = self.scorer.score(batch["pixels"], [str(t) for t in batch["text"]])
+        if self.decoder:
+            batch = self.decoder(batch)
+        pixels = batch["pixels"]
+        if pixels.dtype == np.uint8:  # the split preprocessing: normalise the whole batch here
+            pixels = self.scorer.split.tensor(pixels, self.scorer.device)
+        scores = self.scorer.score_tokens(pixels, batch["tokens"])
         scores = np.where(batch["ok"], scores, np.nan).astype(np.float32)
         return {"key": batch["key"], "id": batch["id"], "path": batch["path"], "score": scores}
 
@@ -124,18 +149,28 @@ def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, i
     from ray.data import ActorPoolStrategy
 
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-operator progress lines
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
     expected = _expected_rows(paths)
+    # Blocks of about one batch, not Ray's 128 MiB: every actor gets work at once (1,500 small
+    # images were one block, and one actor scored them all), and scoring starts after the first
+    # batch is read, not after the first 128 MiB.
+    per_row = sum(p.stat().st_size for p in paths) / max(1, sum(expected.values()))
+    ctx.target_max_block_size = int(min(64 << 20, max(64 << 10, batch_size * per_row)))
     gpu = device == "cuda"
+    actors, threads = _actors(gpu)
     ds = ray.data.read_parquet([str(p) for p in paths], columns=["key", "id", "image", "text"],
-                               include_paths=True)
-    ds = ds.map_batches(_Preprocess, fn_constructor_args=(preprocess,), batch_size=batch_size,
-                        compute=ActorPoolStrategy(min_size=1, max_size=2), num_cpus=0.5,
+                               include_paths=True, num_cpus=0.25)
+    # Fractional CPUs are scheduling tokens only (threads are set in the actors): whole CPUs
+    # left Ray's file-listing task without a slot on a 2-CPU node, and it deadlocked.
+    if gpu:  # CPU actors decode in parallel and feed the GPU
+        ds = ds.map_batches(_Preprocess, fn_constructor_args=(spec, preprocess),
+                            batch_size=batch_size, num_cpus=1, batch_format="numpy",
+                            compute=ActorPoolStrategy(min_size=1, max_size=_decoders()))
+    ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec, threads, not gpu),
+                        batch_size=batch_size, compute=ActorPoolStrategy(size=actors),
+                        num_cpus=1 if gpu else 0.25, num_gpus=1 if gpu else 0,
                         batch_format="numpy")
-    ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec,), batch_size=batch_size,
-                        compute=ActorPoolStrategy(size=_actors(gpu)),
-                        num_cpus=0.5 if not gpu else 1,
-                        num_gpus=1 if gpu else 0, batch_format="numpy")
     pending: dict[str, list[dict]] = defaultdict(list)
     counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -149,12 +184,21 @@ def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, i
     return counts
 
 
-def _actors(gpu: bool) -> int:
+def _decoders() -> int:
+    import ray
+
+    return max(1, int(ray.cluster_resources().get("CPU", 2)) - 1)
+
+
+def _actors(gpu: bool) -> tuple[int, int]:
+    """(scoring actors, torch threads each): one actor per GPU; on CPUs one single-threaded
+    actor per core — the demo CLIP's forward runs 941 pairs/s on 2 threads here, but 1,388 as
+    two 1-thread processes: small matrices scale poorly over threads, processes do not."""
     import ray
 
     if gpu:
-        return max(1, int(ray.cluster_resources().get("GPU", 1)))
-    return 1
+        return max(1, int(ray.cluster_resources().get("GPU", 1))), 1
+    return max(1, int(ray.cluster_resources().get("CPU", 1))), 1
 
 
 def _norm(path: str, expected: dict[str, int]) -> str:
@@ -186,7 +230,7 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
         raise VilactlError(f"--batch-size must be positive, got {req.batch_size}")
     paths = _source(workspace, req)
     scorer = ClipScorer(req.spec)  # validates model and weights before any work
-    info = req.spec.describe(scorer.model, scorer.preprocess)
+    info = req.spec.describe(scorer.model, scorer.preprocess, scorer.device)
     out = workspace / "datasets" / req.out_name
     identity = {"dataset": req.dataset, "shards": [resolve(p) for p in paths], **info}
     marker = out / "score.json"

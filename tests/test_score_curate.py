@@ -66,12 +66,33 @@ def test_scores_equal_plain_open_clip(scored, clip_weights):
                                      normalize=True)
             txt = model.encode_text(tokenizer([r["text"]]), normalize=True)
             assert abs(float((img * txt).sum()) - ours[r["key"]]) < 1e-5
-    ds = sql(scored, "SELECT kind, parents, params->>'weights_sha256' AS h FROM datasets "
-                     "WHERE name = 'coyo_scores'")[0]
+    ds = sql(scored, "SELECT kind, parents, params->>'weights_sha256' AS h, "
+                     "params->>'precision' AS p FROM datasets WHERE name = 'coyo_scores'")[0]
     assert ds["kind"] == "clip-scores" and ds["parents"] == ["coyo"] and len(ds["h"]) == 64
+    assert ds["p"] == "fp32"
     # Resumable per shard: a rerun with the same model scores nothing new.
     before = sql(scored, "SELECT count(*) AS n FROM shards WHERE dataset = 'coyo_scores'")
     assert before == [{"n": 3}]
+
+
+@pytest.mark.parametrize("model", ["vilactl-demo-clip", "ViT-B-32"])
+def test_split_preprocess_gives_the_same_pixels(model):
+    """uint8 after the PIL stage + batched ToTensor/Normalize == the model's own transform,
+    bit for bit, whatever the input size or mode (resized, cropped, converted)."""
+    import torch
+    from PIL import Image
+
+    from vilactl.curation.clip_scorer import ScorerSpec, SplitPreprocess
+    from vilactl.curation.shapes import random_scene, render
+
+    _, preprocess, _, _ = ScorerSpec(model).build("cpu")
+    split = SplitPreprocess.split(preprocess)
+    rng = np.random.default_rng(0)
+    images = [Image.open(io.BytesIO(render(random_scene(rng), size=n))) for n in (64, 97, 40)]
+    images += [Image.new("L", (70, 50), 128), Image.new("RGBA", (64, 64), (9, 99, 199, 10))]
+    full = torch.stack([preprocess(im.convert("RGB")) for im in images])
+    assert torch.equal(split.tensor(np.stack([split.pil(im.convert("RGB")) for im in images])),
+                       full)
 
 
 def test_curate_clip_scores_selects_exactly_k(scored, ray_head):
