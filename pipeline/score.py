@@ -86,12 +86,17 @@ class _Preprocess:
         # uint8 after the PIL stage where the transform allows it (ToTensor + Normalize then run
         # once per batch in the scoring actor), the full float32 transform otherwise.
         self.split = SplitPreprocess.split(preprocess)
+        # What an undecodable image scores on (then NaN): the model's input shape even when a
+        # whole batch is undecodable, e.g. a last batch of one broken image.
+        self.blank = np.zeros_like(self._pixels(_blank_image()))
+
+    def _pixels(self, image):
+        return self.split.pil(image) if self.split else self.preprocess(image).numpy()
 
     def _one(self, data: bytes):
         from PIL import Image
 
-        image = Image.open(io.BytesIO(data)).convert("RGB")
-        return self.split.pil(image) if self.split else self.preprocess(image).numpy()
+        return self._pixels(Image.open(io.BytesIO(data)).convert("RGB"))
 
     def __call__(self, batch: dict) -> dict:
         pixels, ok = [], []
@@ -102,13 +107,16 @@ class _Preprocess:
             except Exception:  # noqa: BLE001 — an undecodable image gets a NaN score, counted
                 pixels.append(None)
                 ok.append(False)
-        good = next((p for p in pixels if p is not None), None)
-        blank = np.zeros((1, 1, 3) if good is None else good.shape,
-                         np.uint8 if self.split else np.float32)
         tokens = self.tokenizer([str(t) for t in batch["text"]]).numpy()
         return {"key": batch["key"], "id": batch["id"], "path": batch["path"], "tokens": tokens,
-                "pixels": np.stack([blank if p is None else p for p in pixels]),
+                "pixels": np.stack([self.blank if p is None else p for p in pixels]),
                 "ok": np.array(ok)}
+
+
+def _blank_image():
+    from PIL import Image
+
+    return Image.new("RGB", (32, 32))
 
 
 class _ScoreActor:

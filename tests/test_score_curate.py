@@ -95,6 +95,18 @@ def test_split_preprocess_gives_the_same_pixels(model):
                        full)
 
 
+def test_a_batch_of_only_undecodable_images_scores_nan():
+    """A last batch holding one broken image used to stack a 1×1 blank and crash the forward."""
+    from vilactl.curation.clip_scorer import DEMO_CLIP, ScorerSpec
+    from vilactl.pipeline.score import _ScoreActor
+
+    actor = _ScoreActor(ScorerSpec(DEMO_CLIP), 1, True)
+    out = actor({"image": [b"not an image", b"\x89PNG"], "text": np.array(["a", "b"]),
+                 "key": np.array(["k1", "k2"]), "id": np.array([1, 2]),
+                 "path": np.array(["p", "p"])})
+    assert np.isnan(out["score"]).all() and len(out["score"]) == 2
+
+
 def test_curate_clip_scores_selects_exactly_k(scored, ray_head):
     cli(scored, ray_head, "curate", "coyo", "--top-k", "40", "--name", "top40")
     scores = sql(scored, "SELECT id, score FROM samples_coyo_scores")
