@@ -171,9 +171,10 @@ def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, i
                                include_paths=True, num_cpus=0.25)
     # Fractional CPUs are scheduling tokens only (threads are set in the actors): whole CPUs
     # left Ray's file-listing task without a slot on a 2-CPU node, and it deadlocked.
-    if gpu:  # CPU actors decode in parallel and feed the GPU
+    if gpu:  # CPU actors decode in parallel and feed the GPU (each uses one core whatever its
+        # token; half a CPU each leaves slots for Ray's own tasks, as above)
         ds = ds.map_batches(_Preprocess, fn_constructor_args=(spec, preprocess),
-                            batch_size=batch_size, num_cpus=1, batch_format="numpy",
+                            batch_size=batch_size, num_cpus=0.5, batch_format="numpy",
                             compute=ActorPoolStrategy(min_size=1, max_size=_decoders()))
     ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec, threads, not gpu),
                         batch_size=batch_size, compute=ActorPoolStrategy(size=actors),
