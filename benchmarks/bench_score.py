@@ -30,9 +30,9 @@ BARE_PAIRS = {"vilactl-demo-clip": 8192, "ViT-B-32": 512}  # a steady rate; no n
 
 def make_dataset(ws: Path, n: int) -> list[dict]:
     """A registered coyo-images dataset of n demo-world pictures with true captions."""
+    from vilactl.base import atomic
     from vilactl.catalog import db
     from vilactl.catalog.register import Dataset, Shard, record_dataset
-    from vilactl.curation import atomic
     from vilactl.curation.records import COYO_IMAGES_SCHEMA
     from vilactl.curation.shapes import random_scene, render
 

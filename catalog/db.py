@@ -15,8 +15,8 @@ from pathlib import Path
 
 import duckdb
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.schema import MIGRATIONS, SCHEMA_VERSION
-from vilactl.curation.errors import VilactlError
 
 CATALOG_FILE = "catalog.duckdb"
 LOCK_WAIT_S = 30.0

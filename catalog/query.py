@@ -11,8 +11,8 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
-from vilactl.curation.errors import VilactlError
 
 READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 
 def now() -> datetime:

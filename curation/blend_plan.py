@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 
 @dataclass

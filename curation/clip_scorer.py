@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 DEMO_CLIP = "vilactl-demo-clip"
 # The demo world's CLIP: 64 px, 2-layer towers, 7M parameters; trains in ~2 min on 2 cores.

@@ -13,7 +13,7 @@ DEDUP_FIELDS = {"url": "url", "phash": "image_phash"}
 
 
 def check_fields(fields: list[str]) -> list[str]:
-    from vilactl.curation.errors import VilactlError
+    from vilactl.base.errors import VilactlError
 
     bad = [f for f in fields if f not in DEDUP_FIELDS]
     if bad:

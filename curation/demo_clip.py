@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vilactl.curation import atomic
+from vilactl.base import atomic
 from vilactl.curation.clip_scorer import DEMO_CLIP, DEMO_CLIP_CONFIG, ScorerSpec, weights_sha256
 from vilactl.curation.shapes import random_scene, render
 

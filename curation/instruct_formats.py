@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from vilactl.curation.errors import RecordError
+from vilactl.base.errors import RecordError
 from vilactl.curation.records import segment
 
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",

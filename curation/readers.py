@@ -19,8 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vilactl.curation.atomic import sha256_file
-from vilactl.curation.errors import RecordError, VilactlError
+from vilactl.base.atomic import sha256_file
+from vilactl.base.errors import RecordError, VilactlError
 from vilactl.curation.records import (
     coyo_batch_problem,
     coyo_schema_problem,

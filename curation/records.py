@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from vilactl.curation.errors import RecordError
+from vilactl.base.errors import RecordError
 
 # ---------------------------------------------------------------- COYO-700M metadata
 COYO_SCHEMA = pa.schema([

@@ -11,7 +11,7 @@ import ast
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 _OPS = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide}
 

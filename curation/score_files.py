@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vilactl.curation import atomic
+from vilactl.base import atomic
 from vilactl.curation.topk import TopK, order_key
 
 INDEX_KEY = b"vilactl.score_index"

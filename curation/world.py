@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from vilactl.curation import atomic
+from vilactl.base import atomic
 from vilactl.curation.records import COYO_SCHEMA, sample_table, segment
 from vilactl.curation.shapes import Scene, questions, random_scene, render
 from vilactl.curation.world_docs import make_mmc4_docs, write_jsonl_shards

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vilactl.curation import atomic
+from vilactl.base import atomic
 from vilactl.curation.assignment import assign
 from vilactl.curation.shapes import Scene, describe_sentence, random_scene, render
 from vilactl.curation.world_text import prose_sentence

@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.register import Run, dataset_shards, find_checkpoint, now, record_run
-from vilactl.curation.errors import VilactlError
 from vilactl.pipeline.blend import BlendRequest, blend
 from vilactl.pipeline.eval import EvalRequest, evaluate
 from vilactl.pipeline.train import TrainRequest, train

@@ -23,6 +23,8 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 from rich.progress import track
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -34,10 +36,8 @@ from vilactl.catalog.register import (
     record_output,
     resolve,
 )
-from vilactl.curation import atomic
 from vilactl.curation.blend_plan import Plan, Supply, check_weights, plan
 from vilactl.curation.blend_rows import PAIR_KINDS, as_samples, blendable_problem, merge_groups
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.records import SAMPLE_SCHEMA, segment_counts
 
 UNIT_RULE = ("weights are shares of images; a text-only component counts samples instead")

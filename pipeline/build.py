@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -24,9 +26,7 @@ from vilactl.catalog.register import (
     record_output,
     resolve,
 )
-from vilactl.curation import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter, assignment, build, count
 from vilactl.curation.records import sample_table
 from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import typer
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
-from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import output
 from vilactl.pipeline.cli_blend import blend as blend_cmd
 from vilactl.pipeline.cli_download import download as download_cmd
@@ -115,7 +115,7 @@ def world(
     seed: int = typer.Option(0), size: str = typer.Option("demo", help="demo or tiny."),
 ) -> None:
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
-    from vilactl.curation import atomic
+    from vilactl.base import atomic
     from vilactl.curation.world import generate
     from vilactl.pipeline.demo import _config
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 
 def _components(mmc4: float | None, mmc4_variant: str, coyo: float | None, coyo_dataset: str,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 
 class Corpus(str, Enum):

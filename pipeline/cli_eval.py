@@ -5,7 +5,7 @@ from pathlib import Path
 
 import typer
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 
 def eval_cmd(

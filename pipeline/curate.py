@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -28,9 +30,8 @@ from vilactl.catalog.register import (
     record_selection,
     resolve,
 )
-from vilactl.curation import atomic, score_expr
+from vilactl.curation import score_expr
 from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.score_files import bound_key, read_footer
 from vilactl.curation.topk import TopK, cutoff_of
 from vilactl.pipeline import curate_shards as shards_mod

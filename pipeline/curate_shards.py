@@ -14,7 +14,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vilactl.curation import atomic, score_expr
+from vilactl.base import atomic
+from vilactl.curation import score_expr
 from vilactl.curation.score_files import as_floats, read_candidates
 from vilactl.curation.topk import Cutoff, TopK
 

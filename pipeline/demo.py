@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from vilactl.base import atomic
 from vilactl.catalog import db
 from vilactl.catalog.register import (
     Run,
@@ -25,7 +26,6 @@ from vilactl.catalog.register import (
     record_failure,
     record_run,
 )
-from vilactl.curation import atomic
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
 from vilactl.pipeline.demo_blends import step_blends
@@ -240,7 +240,7 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
 
     names = [s.name for s in STEPS]
     if until is not None and until not in names:
-        from vilactl.curation.errors import VilactlError
+        from vilactl.base.errors import VilactlError
 
         raise VilactlError(f"--until must be a demo step: {', '.join(names)}")
     steps = STEPS[:names.index(until) + 1] if until else STEPS
@@ -285,7 +285,7 @@ def _config(seed: int, size: str) -> WorldConfig:
     from dataclasses import replace
 
     if size not in PRESETS:
-        from vilactl.curation.errors import VilactlError
+        from vilactl.base.errors import VilactlError
 
         raise VilactlError(f"unknown demo size {size!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[size], seed=seed)

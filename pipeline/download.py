@@ -17,6 +17,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
@@ -31,8 +33,6 @@ from vilactl.catalog.register import (
     record_run,
     resolve,
 )
-from vilactl.curation import atomic
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.readers import expand, parquet_rows, scan_coyo
 from vilactl.pipeline import download_units as units_mod
 from vilactl.pipeline.download_units import Unit

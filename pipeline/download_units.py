@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from vilactl.curation import atomic
+from vilactl.base import atomic
 from vilactl.curation.fetch_results import is_transient
 from vilactl.curation.mmc4_images import attach, flatten
 from vilactl.curation.readers import read_row_range

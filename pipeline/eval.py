@@ -18,6 +18,8 @@ import pyarrow.parquet as pq
 from rich.console import Console
 from rich.table import Table
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.register import (
     Run,
@@ -27,8 +29,6 @@ from vilactl.catalog.register import (
     record_evals,
     record_run,
 )
-from vilactl.curation import atomic
-from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config
 from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of

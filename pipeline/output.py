@@ -11,9 +11,9 @@ import pyarrow.csv as pacsv
 from rich.console import Console
 from rich.table import Table
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.query import summary
-from vilactl.curation import atomic
-from vilactl.curation.errors import VilactlError
 
 
 def _cell(v) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from rich.progress import track
 
+from vilactl.base import atomic
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -20,7 +21,6 @@ from vilactl.catalog.register import (
     record_output,
     resolve,
 )
-from vilactl.curation import atomic
 from vilactl.curation.readers import FileStats, expand, read_mmc4, scan_coyo, scan_samples
 from vilactl.curation.records import mmc4_table
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from vilactl.base import atomic
+from vilactl.base.errors import RecordError, VilactlError
 from vilactl.catalog.register import (
     Dataset,
     Run,
@@ -25,8 +27,6 @@ from vilactl.catalog.register import (
     record_output,
     resolve,
 )
-from vilactl.curation import atomic
-from vilactl.curation.errors import RecordError, VilactlError
 from vilactl.curation.instruct_formats import image_reader, llava_sample, text_sample
 from vilactl.curation.readers import expand
 from vilactl.curation.records import sample_table

@@ -16,8 +16,8 @@ import json
 from datetime import datetime
 from pathlib import Path
 
+from vilactl.base import atomic
 from vilactl.catalog import db, report_data
-from vilactl.curation import atomic
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
 h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}

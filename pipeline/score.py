@@ -22,6 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.register import (
     Dataset,
@@ -33,9 +35,7 @@ from vilactl.catalog.register import (
     record_run,
     resolve,
 )
-from vilactl.curation import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.score_files import write_score_file
 from vilactl.pipeline.ray_runtime import ray_session
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.register import (
     Run,
@@ -25,7 +26,6 @@ from vilactl.catalog.register import (
     record_failure,
     record_run,
 )
-from vilactl.curation.errors import VilactlError
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config, distributed
 from vilactl.train.data import BlendStream

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from vilactl.base.errors import VilactlError
 from vilactl.catalog.register import dataset_shards, find_checkpoint
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.records import sample_schema_problem
 from vilactl.train.config import TrainConfig
 from vilactl.train.model import VLM, ModelSpec

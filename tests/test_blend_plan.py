@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
+from vilactl.base.errors import VilactlError
 from vilactl.curation.blend_plan import Supply, check_weights, plan
-from vilactl.curation.errors import VilactlError
 
 
 def docs(n, seed=0):

@@ -5,8 +5,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from vilactl.base.errors import RecordError
 from vilactl.curation.assignment import assign
-from vilactl.curation.errors import RecordError
 from vilactl.curation.records import (
     COYO_COLUMNS,
     SAMPLE_SCHEMA,

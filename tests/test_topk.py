@@ -3,8 +3,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from vilactl.base.errors import VilactlError
 from vilactl.curation import score_expr
-from vilactl.curation.errors import VilactlError
 from vilactl.curation.topk import TopK, cutoff_of, key_to_score, order_key, sort_best_first
 
 

@@ -14,8 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from vilactl.curation import atomic
-from vilactl.curation.errors import VilactlError
+from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 
 
 def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 STAGES = ("projector", "pretrain", "sft")

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 
 IGNORE = -100
 ROLE_PREFIX = {"user": "USER:", "assistant": "ASSISTANT:", "system": "SYSTEM:"}

@@ -19,7 +19,7 @@ def train_demo_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from vilactl.curation import atomic
+    from vilactl.base import atomic
 
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)

@@ -1,8 +1,8 @@
 """Errors that carry one user-facing line.
 
 `VilactlError` is what the CLI turns into `error: <message>` and a non-zero exit; anything else
-escaping the CLI is a bug and keeps its traceback. It lives in curation/ because curation/ is the
-bottom layer that everything else may import.
+escaping the CLI is a bug and keeps its traceback. It lives in base/, the bottom layer that
+catalog/, curation/, pipeline/ and train/ may all import.
 """
 
 

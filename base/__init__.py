@@ -1,0 +1,2 @@
+"""The bottom layer every other package may import: one-line errors, atomic writes, names and
+workspace paths."""
