@@ -7,8 +7,10 @@ exception. vilactl counts failures under stable reason names so that catalog SQL
   timeout           the server did not answer within the timeout
   incomplete_read   the body ended before its Content-Length (truncated transfer)
   decode_error      the bytes were not a decodable image
+  too_large         more pixels than the limit (never decoded)
   opt_out           X-Robots-Tag forbids AI use (noai, noimageai, …)
-  rejected_url      refused before fetching (scheme, private network; see netpolicy.py)
+  rejected_url      refused (scheme, a private address — also after DNS or a redirect;
+                    see netpolicy.py and pipeline/safe_http.py)
   connection_error  refused or reset connections, DNS failures
   other             anything else (the raw message is kept beside the reason)
 
@@ -29,8 +31,12 @@ def failure_reason(status: str | None, error: str | None) -> str | None:
     if status == "success":
         return None
     msg = error or ""
+    if "image area too large" in msg:
+        return "too_large"
     if status == "failed_to_resize":
         return "decode_error"
+    if "vilactl refused" in msg:
+        return "rejected_url"
     if m := _HTTP.search(msg):
         return f"http_{m.group(1)}"
     low = msg.lower()

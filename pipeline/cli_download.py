@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from vilactl.base.errors import VilactlError
+from vilactl.curation.images import DEFAULT_MAX_PIXELS
 
 
 class Corpus(str, Enum):
@@ -43,7 +44,13 @@ def download(
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Re-attempt URLs that failed transiently (timeouts, "
                                            "5xx, cut transfers) in an earlier run."),
-    timeout: float = typer.Option(10.0, help="Seconds before a URL counts as timed out."),
+    timeout: float = typer.Option(10.0, help="Seconds a connection or read may stall before "
+                                             "the URL counts as timed out."),
+    deadline: float | None = typer.Option(None, help="Total seconds per URL, redirects and "
+                                                     "slow bodies included (default: 3 × "
+                                                     "--timeout)."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="Larger images are not decoded "
+                                                            "and count as too_large."),
     threads: int = typer.Option(64, help="Download threads per unit."),
     keep_partial: bool = typer.Option(False, "--keep-partial-docs",
                                       help="mmc4: keep documents that lost images (dropping "
@@ -53,6 +60,10 @@ def download(
     allow_private_network: bool = typer.Option(
         False, "--allow-private-network",
         help="Allow loopback/private/link-local hosts (the demo's 127.0.0.1 mirror)."),
+    allow_host: list[str] = typer.Option(
+        [], "--allow-host", help="HOST or HOST:PORT fetched even if private (e.g. an "
+                                 "internal mirror), repeatable; narrower than "
+                                 "--allow-private-network."),
     url_map: list[str] = typer.Option([], "--url-map",
                                       help="PREFIX=REPLACEMENT: fetch URLs starting with PREFIX "
                                            "from REPLACEMENT instead (records keep the original)."),
@@ -74,7 +85,11 @@ def download(
     opts = FetchOptions(image_size=image_size, resize_mode=resize_mode,
                         resize_only_if_bigger=not upscale, timeout=timeout, retries=retries,
                         threads=threads, respect_opt_outs=not ignore_opt_outs,
-                        allow_private_network=allow_private_network, url_map=_url_map(url_map))
+                        allow_private_network=allow_private_network,
+                        allow_hosts=tuple(allow_host), url_map=_url_map(url_map),
+                        deadline=deadline, max_pixels=max_pixels)
+    if timeout <= 0 or (deadline is not None and deadline <= 0) or max_pixels <= 0:
+        raise VilactlError("--timeout, --deadline and --max-pixels must be positive")
     req = DownloadRequest(kind=corpus.value, name=name or corpus.value,
                           pattern=metadata or docs, from_dataset=from_dataset, fmt=fmt,
                           shard_size=shard_size, shard_retries=shard_retries,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +19,9 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from vilactl.curation.fetch_results import failure_reason
+from vilactl.curation.images import DEFAULT_MAX_PIXELS, ImageProblem, header_size, set_limit
 from vilactl.curation.netpolicy import url_refusal
+from vilactl.pipeline.safe_http import Policy, guarded
 
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")  # img2dataset's default
 
@@ -48,16 +50,20 @@ class FetchOptions:
     threads: int = 64
     respect_opt_outs: bool = True
     allow_private_network: bool = False
+    allow_hosts: tuple[str, ...] = ()    # host[:port] allowed even when private
+    deadline: float | None = None        # total seconds per URL (None: 3 × timeout)
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are not decoded: `too_large`
     url_map: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (prefix, replacement)
+
+    def policy(self) -> Policy:
+        return Policy(self.allow_private_network, self.allow_hosts,
+                      self.deadline or 3 * self.timeout)
 
     def fetch_url(self, url: str) -> str:
         for prefix, repl in self.url_map:
             if url.startswith(prefix):
                 return repl + url[len(prefix):]
         return url
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def _downloader(opts: FetchOptions, out: Path):
@@ -66,9 +72,24 @@ def _downloader(opts: FetchOptions, out: Path):
     from img2dataset.resizer import Resizer
     from img2dataset.writer import ParquetSampleWriter
 
-    resizer = Resizer(image_size=opts.image_size, resize_mode=opts.resize_mode,
-                      resize_only_if_bigger=opts.resize_only_if_bigger,
-                      encode_format=opts.encode_format, encode_quality=opts.encode_quality)
+    class LimitedResizer(Resizer):
+        """img2dataset's resizer checks max_image_area only after decoding (a 20000² PNG of
+        1 MB then takes GBs): read the size from the header first."""
+
+        def __call__(self, img_stream, blurring_bbox_list=None):
+            try:
+                size = header_size(img_stream)
+            except ImageProblem:
+                size = (self.max_image_area + 1, 1)
+            if size is not None and size[0] * size[1] > self.max_image_area:
+                return None, None, None, None, None, "image area too large"
+            return super().__call__(img_stream, blurring_bbox_list)
+
+    resizer = LimitedResizer(image_size=opts.image_size, resize_mode=opts.resize_mode,
+                             resize_only_if_bigger=opts.resize_only_if_bigger,
+                             encode_format=opts.encode_format,
+                             encode_quality=opts.encode_quality,
+                             max_image_area=opts.max_pixels)
     return Downloader(
         sample_writer_class=ParquetSampleWriter, resizer=resizer, thread_count=opts.threads,
         save_caption=False, extract_exif=False, output_folder=str(out),
@@ -83,7 +104,7 @@ def fetch(keys: list[str], urls: list[str], opts: FetchOptions, workdir: Path) -
     refused, todo_keys, todo_urls = {}, [], []
     for key, url in zip(keys, urls):
         target = opts.fetch_url(url) if url else url
-        why = url_refusal(target, opts.allow_private_network)
+        why = url_refusal(target, opts.allow_private_network, opts.allow_hosts)
         if why:
             refused[key] = why
         else:
@@ -102,12 +123,14 @@ def _failed(key: str, reason: str, error: str | None) -> dict:
 def _run_img2dataset(keys: list[str], urls: list[str], opts: FetchOptions,
                      workdir: Path) -> dict[str, dict]:
     workdir.mkdir(parents=True, exist_ok=True)
+    set_limit(opts.max_pixels)
     tmp = Path(tempfile.mkdtemp(prefix="img2dataset-", dir=workdir))
     try:
         shard = tmp / "input.feather"
         feather.write_feather(pa.table({"url": urls, "vkey": keys}), shard,
                               compression="uncompressed")
-        ok, _ = _downloader(opts, tmp)((0, str(shard)))
+        with guarded(opts.policy()):
+            ok, _ = _downloader(opts, tmp)((0, str(shard)))
         if not ok:
             raise RuntimeError("img2dataset failed on this shard (see worker log)")
         out = pq.read_table(tmp / "00000.parquet")
