@@ -16,21 +16,22 @@ from pathlib import Path
 import duckdb
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.locks import lock_wait
 from vilactl.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 CATALOG_FILE = "catalog.duckdb"
-LOCK_WAIT_S = 30.0
 
 
 def catalog_path(workspace: str | Path) -> Path:
     return Path(workspace) / CATALOG_FILE
 
 
-def _connect(path: Path, read_only: bool, wait_s: float) -> duckdb.DuckDBPyConnection:
+def _connect(path: Path, read_only: bool, wait_s: float,
+             config: dict | None = None) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only, config=config or {})
         except (duckdb.IOException, duckdb.ConnectionException) as e:
             if "lock" not in str(e).lower():
                 raise VilactlError(f"{path}: cannot open catalog: {_first_line(e)}") from e
@@ -91,12 +92,6 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
     return version
 
 
-def lock_wait() -> float:
-    import os
-
-    return float(os.environ.get("VILACTL_LOCK_WAIT", LOCK_WAIT_S))
-
-
 def init(workspace: str | Path) -> Path:
     """Create the workspace and catalog (or bring an existing one up to date)."""
     path = catalog_path(workspace)
@@ -131,11 +126,12 @@ def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextlib.contextmanager
-def reader(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
+def reader(workspace: str | Path, config: dict | None = None
+           ) -> Iterator[duckdb.DuckDBPyConnection]:
     path = catalog_path(workspace)
     if not path.exists():
         raise VilactlError(f"{path}: no catalog here; run `vilactl init` (or pass --workspace)")
-    con = _connect(path, read_only=True, wait_s=lock_wait())
+    con = _connect(path, read_only=True, wait_s=lock_wait(), config=config)
     try:
         _check_version(path, _version(con))
         yield con
