@@ -11,11 +11,14 @@ import hashlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from vilactl.base.errors import VilactlError
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -25,6 +28,8 @@ os.umask(_UMASK)
 def atomic_path(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `dest`; rename it to `dest` only if the block succeeds."""
     dest = Path(dest)
+    if dest.is_dir():
+        raise VilactlError(f"{dest}: is a folder; give a file path to write")
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
@@ -42,15 +47,49 @@ def atomic_dir(dest: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside `dest`; it replaces `dest` only on success."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = temp_dir(dest)
     try:
         yield tmp
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
+        remove(swap_in(tmp, dest))
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        remove(tmp)
+
+
+def swap_in(tmp: Path, dest: Path) -> Path | None:
+    """Rename `tmp` to `dest`. Whatever was at `dest` is renamed aside first (a name the stale
+    sweep recognises) and returned, for the caller to remove once the swap is committed."""
+    old = None
+    if dest.is_symlink() or dest.exists():
+        old = dest.with_name(f".{dest.name}.{os.getpid()}-{time.monotonic_ns()}.old.tmp")
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    return old
+
+
+def remove(path: Path | None) -> None:
+    """Remove a file, a symlink (never what it points to) or a folder; absent is fine."""
+    if path is None:
+        return
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def temp_dir(dest: str | Path) -> Path:
+    """A new empty folder beside `dest` (`.<name>.<random>.tmp`), with the umask's normal
+    permissions: mkdtemp makes 0700, and outputs are shared data (other users, other nodes)."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    return tmp
+
+
+def stale_temps(dest: str | Path) -> list[Path]:
+    """Temp files and folders that killed runs left beside `dest` (never final names)."""
+    dest = Path(dest)
+    return sorted(dest.parent.glob(f".{dest.name}.*.tmp")) if dest.parent.is_dir() else []
 
 
 def write_bytes(dest: str | Path, data: bytes) -> None:

@@ -55,14 +55,17 @@ class Run:
     status: str = "running"
     error: str | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None          # the output it writes: datasets/<name>, checkpoints/<run>
 
 
 def record_run(con: duckdb.DuckDBPyConnection, run: Run) -> None:
     con.execute(
-        "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT OR REPLACE INTO runs (id, command, args, started_at, finished_at, status, error, "
+        "counts, versions, target) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [run.id, run.command, json.dumps(run.args, sort_keys=True, default=str), run.started_at,
-         run.finished_at, run.status, run.error, json.dumps(run.counts, sort_keys=True),
-         json.dumps(versions(), sort_keys=True)])
+         run.finished_at, run.status, run.error,
+         json.dumps(run.counts, sort_keys=True, default=str),
+         json.dumps(versions(), sort_keys=True), run.target])
 
 
 @dataclass
@@ -101,8 +104,9 @@ def dataset_row(con: duckdb.DuckDBPyConnection, name: str) -> dict | None:
 
 
 def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Shard],
-                   run_id: str, replace: bool = False) -> None:
-    """Insert a dataset, its shards and its view. Re-registering a name needs replace=True."""
+                   run_id: str, replace: bool = False, text_tokens: int | None = None) -> None:
+    """Insert a dataset, its shards and its view (and its text tokens, when counted).
+    Re-registering a name needs replace=True (jobs check names before they start)."""
     if dataset_row(con, ds.name) is not None:
         if not replace:
             raise VilactlError(f"dataset {ds.name!r} is already in the catalog "
@@ -117,16 +121,20 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
         [ds.name, ds.kind, ds.format, ds.uri, ds.parents, json.dumps(ds.params, sort_keys=True),
          run_id, ds.num_samples, ds.num_images, ds.num_texts, ds.num_bytes, view, now()])
     created = now()
-    con.executemany(
-        "INSERT INTO shards (dataset, path, rows, bytes, checksum, status, source, run_id, "
-        "created_at, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created,
-          None if s.counts is None else json.dumps(s.counts, sort_keys=True)] for s in shards])
+    if shards:
+        con.executemany(
+            "INSERT INTO shards (dataset, path, rows, bytes, checksum, status, source, run_id, "
+            "created_at, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created,
+              None if s.counts is None else json.dumps(s.counts, sort_keys=True)]
+             for s in shards])
     if view:
         files = [s.path for s in shards if s.path.endswith(".parquet")]
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(f'CREATE OR REPLACE VIEW "{view}" AS '
                     f"SELECT * FROM read_parquet([{listing}])")
+    if text_tokens is not None:
+        set_text_tokens(con, ds.name, text_tokens)
 
 
 def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
@@ -180,11 +188,12 @@ def resolve(path: str | Path) -> str:
     return str(Path(path).resolve())
 
 
-def mark_interrupted(con: duckdb.DuckDBPyConnection, command: str, by_run: str) -> None:
-    """Runs of `command` still 'running' were killed: mark them incomplete."""
+def mark_interrupted(con: duckdb.DuckDBPyConnection, target: str, by_run: str) -> None:
+    """Runs of `target` still 'running' when a new one holds its lock were killed: mark them
+    incomplete."""
     con.execute("UPDATE runs SET status = 'incomplete', finished_at = ?, error = ? "
-                "WHERE status = 'running' AND command = ?",
-                [now(), f"interrupted before finishing; resumed by run {by_run}", command])
+                "WHERE status = 'running' AND target = ?",
+                [now(), f"interrupted before finishing; followed by run {by_run}", target])
 
 
 def set_text_tokens(con: duckdb.DuckDBPyConnection, dataset: str, tokens: int) -> None:
@@ -277,19 +286,3 @@ def forget_checkpoints(con: duckdb.DuckDBPyConnection, run_name: str) -> None:
     """Drop the checkpoint rows of a training run that starts over (its folder is replaced)."""
     con.execute("DELETE FROM checkpoints WHERE split_part(id, '@', 1) = ? AND stage <> 'clip'",
                 [run_name])
-
-
-def record_output(workspace, run: Run, ds: Dataset, shards: list[Shard], replace: bool = True,
-                  text_tokens: int | None = None, also=None) -> None:
-    """Finish a run that made a dataset, in one transaction: the run (ok), the dataset with its
-    shards and view, its text tokens, and whatever `also(con)` records beside them."""
-    from vilactl.catalog import db
-
-    run.status, run.finished_at = "ok", now()
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_dataset(con, ds, shards, run.id, replace=replace)
-        if text_tokens is not None:
-            set_text_tokens(con, ds.name, text_tokens)
-        if also is not None:
-            also(con)

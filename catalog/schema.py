@@ -13,7 +13,7 @@ MIGRATIONS: dict[int, list[str]] = {
             args JSON,
             started_at TIMESTAMP NOT NULL,
             finished_at TIMESTAMP,
-            status VARCHAR NOT NULL,       -- running | ok | failed
+            status VARCHAR NOT NULL,       -- running | ok | failed | incomplete
             error VARCHAR,
             counts JSON,
             versions JSON                  -- vilactl, python, pyarrow, duckdb, ...
@@ -118,6 +118,12 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE blends ADD COLUMN parents VARCHAR[]",
         "ALTER TABLE blend_components ADD COLUMN unit VARCHAR",
         "ALTER TABLE blend_components ADD COLUMN num_text_tokens BIGINT",
+    ],
+    5: [
+        # The output a run writes (`datasets/<name>`, `checkpoints/<run>`, …): one process at a
+        # time holds it, and a run of it left `running` by a killed process becomes
+        # `incomplete` when the next run of the same output starts.
+        "ALTER TABLE runs ADD COLUMN target VARCHAR",
     ],
 }
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vilactl.base.errors import RecordError
+from vilactl.curation.images import ImageProblem, check_image
 from vilactl.curation.records import segment
 
 ROLE_OF = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
@@ -23,23 +25,26 @@ def llava_sample(record: dict, read_image: Callable[[str], bytes], source: str =
     """One LLaVA-format record as a sample (multi-turn kept, images at their marks)."""
     if not isinstance(record, dict) or "id" not in record:
         raise RecordError("record has no id")
+    if not isinstance(record["id"], (str, int)) or isinstance(record["id"], bool):
+        raise RecordError(f"id must be a string, got {type(record['id']).__name__}")
     conv = record.get("conversations")
     if not isinstance(conv, list) or not conv:
         raise RecordError("record has no conversations")
-    image = record.get("image")
-    paths = [] if image is None else [image] if isinstance(image, str) else list(image)
-    marks = sum(str(t.get("value", "")).count(IMAGE_MARK) for t in conv if isinstance(t, dict))
+    paths = _image_paths(record.get("image"))
+    for t in conv:
+        if not isinstance(t, dict) or not isinstance(t.get("from"), str) \
+                or not isinstance(t.get("value"), str):
+            raise RecordError("a turn needs 'from' and 'value' strings")
+    marks = sum(t["value"].count(IMAGE_MARK) for t in conv)
     if marks != len(paths):
         raise RecordError(f"{marks} {IMAGE_MARK} mark(s) for {len(paths)} image(s)")
     images = iter(paths)
     segments = []
     for turn in conv:
-        if not isinstance(turn, dict) or "from" not in turn or "value" not in turn:
-            raise RecordError("a turn needs 'from' and 'value'")
         role = ROLE_OF.get(turn["from"])
         if role is None:
             raise RecordError(f"unknown role from={turn['from']!r} (human, gpt or system)")
-        parts = str(turn["value"]).split(IMAGE_MARK)
+        parts = turn["value"].split(IMAGE_MARK)
         for i, text in enumerate(parts):
             if i:
                 segments.append(segment(role, image=read_image(next(images))))
@@ -48,14 +53,36 @@ def llava_sample(record: dict, read_image: Callable[[str], bytes], source: str =
     return {"sample_id": str(record["id"]), "source": source, "segments": segments}
 
 
+def _image_paths(image: Any) -> list[str]:
+    if image is None:
+        return []
+    if isinstance(image, str):
+        return [image]
+    if isinstance(image, list) and all(isinstance(p, str) for p in image):
+        return image
+    raise RecordError(f"image must be a path or a list of paths, got {type(image).__name__}")
+
+
 def image_reader(root: Path) -> Callable[[str], bytes]:
-    root = Path(root)
+    """Reads a record's image: the path, symlinks resolved, must lie inside `root`, and the
+    bytes must decode as an image within the pixel limit."""
+    root = Path(root).resolve()
 
     def read(rel: str) -> bytes:
-        path = root / rel
+        try:
+            path = (root / rel).resolve()
+        except (OSError, ValueError) as e:         # a NUL byte, a symlink loop …
+            raise RecordError(f"image {rel!r}: not a usable path ({e})") from e
+        if not path.is_relative_to(root) or path == root:
+            raise RecordError(f"image {rel!r} is outside the images folder {root}")
         if not path.is_file():
             raise RecordError(f"image {rel!r} not found under {root}")
-        return path.read_bytes()
+        data = path.read_bytes()
+        try:
+            check_image(data)
+        except ImageProblem as e:
+            raise RecordError(f"image {rel!r}: {e}") from e
+        return data
     return read
 
 

@@ -116,9 +116,13 @@ def _jsonl_members(path: Path) -> Iterator[tuple[str, str, io.TextIOBase]]:
         except zipfile.BadZipFile as e:
             raise RecordError(f"{path}: not a readable zip archive: {e}") from e
         with zf:
-            for member in sorted(m for m in zf.namelist() if m.endswith(".jsonl")):
+            members = sorted(m for m in zf.namelist() if m.endswith(".jsonl"))
+            if not members:
+                raise RecordError(f"{path}: the archive holds no .jsonl file")
+            for member in members:
                 with zf.open(member) as raw:
-                    yield (f"{path}!{member}", Path(member).name[:-len(".jsonl")],
+                    # keyed by the member's whole path: two folders may hold the same file name
+                    yield (f"{path}!{member}", member[:-len(".jsonl")],
                            io.TextIOWrapper(raw, encoding="utf-8"))
     elif name.endswith(".jsonl.gz"):
         with gzip.open(path, "rt", encoding="utf-8") as f:

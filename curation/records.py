@@ -175,13 +175,20 @@ def parse_mmc4_doc(obj: Any, doc_id: str) -> dict:
     sim = obj.get("similarity_matrix")
     if sim is not None:
         _check_matrix(sim, len(images), len(texts))
+    given = obj.get("doc_id")
+    if given is not None and (not isinstance(given, (str, int)) or isinstance(given, bool)
+                              or str(given) == ""):
+        raise RecordError(f"doc_id {given!r} is not a non-empty string")
+    url = obj.get("url")
+    if url is not None and not isinstance(url, str):
+        raise RecordError(f"url must be a string, got {type(url).__name__}")
     return {
-        "doc_id": str(obj.get("doc_id") or doc_id),
-        "url": obj.get("url"),
+        "doc_id": doc_id if given is None else str(given),
+        "url": url,
         "text_list": texts,
         "image_info": images,
         "similarity_matrix": sim,
-        "could_have_url_duplicate": _int_or_none(obj.get("could_have_url_duplicate")),
+        "could_have_url_duplicate": _flag(obj.get("could_have_url_duplicate")),
     }
 
 
@@ -191,15 +198,19 @@ def _parse_image_info(info: Any, i: int, n_texts: int) -> dict:
     url = info.get("raw_url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise RecordError(f"image_info[{i}].raw_url {url!r} is not an http(s) URL")
+    name = info.get("image_name")
+    if name is not None and not isinstance(name, str):
+        raise RecordError(f"image_info[{i}].image_name must be a string")
     idx = info.get("matched_text_index")
-    if idx is not None and (not isinstance(idx, int) or not 0 <= idx < n_texts):
+    if idx is not None and (not isinstance(idx, int) or isinstance(idx, bool)
+                            or not 0 <= idx < n_texts):
         raise RecordError(f"image_info[{i}].matched_text_index {idx!r} outside 0..{n_texts - 1}")
     sim = info.get("matched_sim")
-    if sim is not None and not (isinstance(sim, (int, float)) and math.isfinite(sim)):
+    if sim is not None and not _number(sim):
         raise RecordError(f"image_info[{i}].matched_sim {sim!r} is not a number")
     faces = info.get("face_detections")
     return {
-        "image_name": info.get("image_name"),
+        "image_name": name,
         "raw_url": url,
         "matched_text_index": idx,
         "matched_sim": None if sim is None else float(sim),
@@ -214,10 +225,22 @@ def _check_matrix(sim: Any, rows: int, cols: int) -> None:
         if not isinstance(row, list) or len(row) != cols:
             raise RecordError(
                 f"similarity_matrix row {r} must have {cols} values (one per sentence)")
+        if not all(_number(v) for v in row):
+            raise RecordError(f"similarity_matrix row {r} holds a value that is not a finite "
+                              "number")
 
 
-def _int_or_none(v: Any) -> int | None:
-    return None if v is None else int(v)
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _flag(v: Any) -> int | None:
+    """could_have_url_duplicate: 0/1 (MMC4 writes ints; booleans are accepted)."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+        return int(v)
+    raise RecordError(f"could_have_url_duplicate {v!r} is not 0 or 1")
 
 
 def mmc4_table(docs: Iterable[dict]) -> pa.Table:

@@ -12,15 +12,33 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.paths import shown
 
 _OPS = {ast.Add: pc.add, ast.Sub: pc.subtract, ast.Mult: pc.multiply, ast.Div: pc.divide}
+MAX_LENGTH, MAX_DEPTH = 1000, 32    # far beyond any real score, far below Python's own limits
+
+
+def _depth(tree: ast.expr) -> int:
+    deepest, todo = 0, [(tree, 1)]
+    while todo:                      # iterative: a deep tree must not overflow our stack either
+        node, d = todo.pop()
+        deepest = max(deepest, d)
+        todo += [(child, d + 1) for child in ast.iter_child_nodes(node)]
+    return deepest
 
 
 def parse(expr: str) -> ast.expr:
+    if len(expr) > MAX_LENGTH:
+        raise VilactlError(f"--score {shown(expr)}: longer than {MAX_LENGTH} characters")
     try:
         tree = ast.parse(expr, mode="eval").body
     except SyntaxError as e:
-        raise VilactlError(f"--score {expr!r}: not an arithmetic expression ({e.msg})") from e
+        raise VilactlError(f"--score {shown(expr)}: not an arithmetic expression "
+                           f"({e.msg})") from e
+    except (RecursionError, MemoryError) as e:
+        raise VilactlError(f"--score {shown(expr)}: nested too deeply") from e
+    if _depth(tree) > MAX_DEPTH:
+        raise VilactlError(f"--score {shown(expr)}: nested deeper than {MAX_DEPTH} levels")
     for node in ast.walk(tree):
         if not isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Name, ast.Constant, ast.Load,
                                  ast.USub, ast.UAdd, *_OPS)):

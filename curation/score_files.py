@@ -35,9 +35,10 @@ SKETCH = 1024     # rank granularity of the bound
 def write_score_file(path: str | Path, table: pa.Table) -> None:
     """Write `table` (with `id` and a float `score`) in the score-file layout, atomically."""
     score = table.column("score")
-    nan = pc.fill_null(pc.is_nan(score), False)
+    # NaN and ±inf are stored as null: never selected, and never in the index's bounds
+    bad = pc.invert(pc.fill_null(pc.is_finite(score), True))
     table = table.set_column(table.schema.get_field_index("score"), "score",
-                             pc.if_else(nan, pa.scalar(None, score.type), score))
+                             pc.if_else(bad, pa.scalar(None, score.type), score))
     order = pc.sort_indices(table, [("score", "descending", "at_end"),
                                     ("id", "ascending", "at_end")])
     table = table.take(order)

@@ -5,9 +5,10 @@ key" with exact float semantics (no rounding, -0.0 == 0.0). The selector keeps c
 key is at least the current threshold — the K-th best key seen so far — and compacts them back
 to exactly K whenever they exceed 2K, raising the threshold. Ties are broken by id ascending
 only at compaction, so the result equals a full lexsort of all N rows (tested against numpy)
-while never holding more than ~2K candidates plus one batch. NaN and null scores are excluded
-and counted. Per-shard selectors can be merged (`merge`) for parallel runs: the top K of a
-union is the top K of the union of each part's top K.
+while never holding more than ~2K candidates plus one batch. Non-finite scores (NaN, ±inf,
+null) are excluded and counted: +inf would otherwise win every selection. Per-shard selectors
+can be merged (`merge`) for parallel runs: the top K of a union is the top K of the union of
+each part's top K.
 
 The cutoff (key, id) of the K-th row then defines the selection for a final pass that writes
 rows: keep a row iff key > cutoff_key, or key == cutoff_key and id <= cutoff_id.
@@ -58,14 +59,15 @@ class TopK:
     size: int = 0
     threshold: np.uint64 = np.uint64(0)
     seen: int = 0
-    excluded_nan: int = 0
+    excluded_nan: int = 0              # non-finite: NaN, ±inf, null
 
     def add(self, scores: np.ndarray, ids: np.ndarray) -> None:
         scores = np.asarray(scores).astype(np.float64, copy=False)  # exact for float32 input
         self.seen += len(scores)
-        self.excluded_nan += int(np.count_nonzero(np.isnan(scores)))
-        # Compare floats first (NaN compares False) so only survivors pay for key encoding.
-        mask = scores >= self.threshold_score if self.threshold else ~np.isnan(scores)
+        finite = np.isfinite(scores)
+        self.excluded_nan += len(scores) - int(np.count_nonzero(finite))
+        # Compare floats first so only survivors pay for key encoding.
+        mask = finite & (scores >= self.threshold_score) if self.threshold else finite
         keys = order_key(scores[mask])
         self._push(keys, np.asarray(ids)[mask])
 
@@ -143,7 +145,7 @@ class Cutoff:
     def keep(self, scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """Mask of rows at or above the cutoff: exactly the selected rows."""
         scores = np.asarray(scores, dtype=np.float64)
-        finite = ~np.isnan(scores)
+        finite = np.isfinite(scores)
         keys = np.zeros(len(scores), np.uint64)
         keys[finite] = order_key(scores[finite])
         ck = np.uint64(self.key)

@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vilactl.base.errors import VilactlError
-from vilactl.catalog import db
-from vilactl.catalog.register import Run, dataset_shards, find_checkpoint, now, record_run
+from vilactl.catalog import jobs
+from vilactl.catalog.register import dataset_shards, find_checkpoint
 from vilactl.pipeline.blend import BlendRequest, blend
 from vilactl.pipeline.eval import EvalRequest, evaluate
 from vilactl.pipeline.train import TrainRequest, train
@@ -47,10 +47,20 @@ def ablate(workspace: Path, console: Console, pretrain_steps: int = 80, sft_step
         raise VilactlError("ablate starts every run from a projector checkpoint: run "
                            "`vilactl demo` (or `vilactl train --stage projector`) first")
     images = _image_budget(workspace)
-    run = Run(command="vilactl ablate", args={"pretrain_steps": pretrain_steps,
-                                              "sft_steps": sft_steps, "images": images,
-                                              "projector": projector["id"], "seed": seed})
-    rows, t0 = [], time.monotonic()
+    args = {"pretrain_steps": pretrain_steps, "sft_steps": sft_steps, "images": images,
+            "projector": projector["id"], "seed": seed}
+    with jobs.job(workspace, "vilactl ablate", args, target="ablate") as job:
+        rows = _runs(workspace, console, images, projector["id"], pretrain_steps, sft_steps,
+                     config, seed)
+        job.counts.update(rows=rows, seconds=sum(r["seconds"] for r in rows))
+    console.print(ablation_table(rows))
+    console.print(f"ablation took {job.counts['seconds']:.0f} s")
+    return rows
+
+
+def _runs(workspace: Path, console: Console, images: int, projector: str, pretrain_steps: int,
+          sft_steps: int, config: str | None, seed: int) -> list[dict]:
+    rows = []
     for key, weights in ABLATIONS.items():
         t = time.monotonic()
         name = "ablate_" + key.replace("+", "_").replace("-", "_")
@@ -58,7 +68,7 @@ def ablate(workspace: Path, console: Console, pretrain_steps: int = 80, sft_step
                                       coyo_group=4, replace=True), quiet=True)
         console.rule(f"ablation {key}: {images} images")
         train(workspace, TrainRequest("pretrain", config=config, blend=name,
-                                      steps=pretrain_steps, init=projector["id"],
+                                      steps=pretrain_steps, init=projector,
                                       name=f"{name}-pretrain"), console)
         train(workspace, TrainRequest("sft", config=config, steps=sft_steps,
                                       init=f"{name}-pretrain", name=f"{name}-sft"), console)
@@ -67,12 +77,6 @@ def ablate(workspace: Path, console: Console, pretrain_steps: int = 80, sft_step
         rows.append({"pretraining": key, **{f"{d}:{m}:{k}": got.get((d, m, k))
                                             for d, m, k in COLUMNS},
                      "seconds": round(time.monotonic() - t, 1)})
-    run.status, run.finished_at = "ok", now()
-    run.counts = {"rows": rows, "seconds": round(time.monotonic() - t0, 1)}
-    with db.writer(workspace) as con:
-        record_run(con, run)
-    console.print(ablation_table(rows))
-    console.print(f"ablation took {time.monotonic() - t0:.0f} s")
     return rows
 
 

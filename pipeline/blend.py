@@ -25,15 +25,13 @@ from rich.progress import track
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.paths import check_name
+from vilactl.catalog import jobs
 from vilactl.catalog.register import (
     Dataset,
-    Run,
     Shard,
     dataset_shards,
-    ensure_name_free,
     record_blend,
-    record_failure,
-    record_output,
     resolve,
 )
 from vilactl.curation.blend_plan import Plan, Supply, check_weights, plan
@@ -208,13 +206,12 @@ def _components(p: Plan, sources: list[Source], stats: dict) -> list[dict]:
 
 def blend(workspace: Path, req: BlendRequest, quiet: bool = False) -> dict:
     """Make and register the blend; returns its manifest."""
+    check_name(req.out_name)
     weights = check_weights(req.weights, req.normalize)
     for opt, v in (("--coyo-group", req.coyo_group), ("--shard-size", req.shard_size),
                    ("--row-group-size", req.row_group_size)):
         if v <= 0:
             raise VilactlError(f"{opt} must be positive, got {v}")
-    if not req.replace:
-        ensure_name_free(workspace, req.out_name)
     sources = [_source(workspace, name) for name in weights]
     supplies = [Supply(s.dataset, weights[s.dataset], s.images,
                        req.coyo_group if s.kind in PAIR_KINDS else 1) for s in sources]
@@ -223,40 +220,28 @@ def blend(workspace: Path, req: BlendRequest, quiet: bool = False) -> dict:
             "seed": req.seed, "coyo_group": req.coyo_group, "allow_upsample": req.allow_upsample,
             "shard_size": req.shard_size, "row_group_size": req.row_group_size,
             "name": req.out_name}
-    run = Run(command="vilactl blend", args=args)
-    folder = workspace / "blends" / req.out_name
-    _remove_stale(folder)
-    try:
-        with atomic.atomic_dir(folder) as tmp:
-            buckets = Buckets(tmp / "_spill", req.memory_bytes)
-            _scatter(sources, p, req, buckets, quiet)
-            stats = {s.dataset: Counter() for s in sources}
-            shards = _gather(tmp, p, req, buckets, quiet, stats)
-            if (tmp / "_spill").exists():
-                (tmp / "_spill").rmdir()
-            manifest = {"format": "vilactl-blend/1", "name": req.out_name, "seed": req.seed,
-                        "unit_rule": UNIT_RULE, "params": args,
-                        "components": _components(p, sources, stats), "shards": shards,
-                        "num_samples": sum(s["rows"] for s in shards),
-                        "num_images": sum(s["images"] for s in shards),
-                        "num_text_tokens": sum(s["text_tokens"] for s in shards)}
-            atomic.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-    except BaseException as e:
-        record_failure(workspace, run, e)
-        raise
-    _register(workspace, run, folder, manifest)
+    with jobs.dataset_job(workspace, "vilactl blend", args, req.out_name, req.replace,
+                          area="blends") as job:
+        tmp = job.dir
+        buckets = Buckets(tmp / "_spill", req.memory_bytes)
+        _scatter(sources, p, req, buckets, quiet)
+        stats = {s.dataset: Counter() for s in sources}
+        shards = _gather(tmp, p, req, buckets, quiet, stats)
+        if (tmp / "_spill").exists():
+            (tmp / "_spill").rmdir()
+        manifest = {"format": "vilactl-blend/1", "name": req.out_name, "seed": req.seed,
+                    "unit_rule": UNIT_RULE, "params": args,
+                    "components": _components(p, sources, stats), "shards": shards,
+                    "num_samples": sum(s["rows"] for s in shards),
+                    "num_images": sum(s["images"] for s in shards),
+                    "num_text_tokens": sum(s["text_tokens"] for s in shards)}
+        atomic.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        _record(job, manifest)
     return manifest
 
 
-def _remove_stale(folder: Path) -> None:
-    """Temp folders left by a killed blend of the same name (never visible as a blend)."""
-    import shutil
-
-    for tmp in folder.parent.glob(f".{folder.name}.*.tmp"):
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _register(workspace: Path, run: Run, folder: Path, m: dict) -> None:
+def _record(job, m: dict) -> None:
+    folder = job.folder
     shards = [Shard(path=resolve(folder / s["file"]), rows=s["rows"], bytes=s["bytes"],
                     checksum=s["sha256"], counts={"images": s["images"],
                                                   "text_tokens": s["text_tokens"]})
@@ -265,7 +250,8 @@ def _register(workspace: Path, run: Run, folder: Path, m: dict) -> None:
     ds = Dataset(name=m["name"], kind="blend", format="parquet", uri=resolve(folder),
                  num_samples=m["num_samples"], num_images=m["num_images"], num_texts=None,
                  num_bytes=sum(s.bytes for s in shards), parents=parents, params=m["params"])
-    run.counts = {"samples": m["num_samples"], "images": m["num_images"],
-                  "text_tokens": m["num_text_tokens"]}
-    record_output(workspace, run, ds, shards, text_tokens=m["num_text_tokens"],
-                  also=lambda con: record_blend(con, m, resolve(folder), parents, run.id))
+    job.counts.update(samples=m["num_samples"], images=m["num_images"],
+                      text_tokens=m["num_text_tokens"])
+
+    job.dataset(ds, shards, text_tokens=m["num_text_tokens"])
+    job.commit(lambda con: record_blend(con, m, resolve(folder), parents, job.run.id))

@@ -16,16 +16,9 @@ import pyarrow.parquet as pq
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
-from vilactl.catalog.register import (
-    Dataset,
-    Run,
-    Shard,
-    dataset_shards,
-    ensure_name_free,
-    record_failure,
-    record_output,
-    resolve,
-)
+from vilactl.base.paths import check_name
+from vilactl.catalog import jobs
+from vilactl.catalog.register import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
 from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter, assignment, build, count
 from vilactl.curation.records import sample_table
@@ -50,14 +43,11 @@ class BuildRequest:
 
 def rescored(doc: dict, scorer: ClipScorer) -> dict:
     """The document with its similarity matrix recomputed by `scorer` from its own images."""
-    import io
-
-    from PIL import Image
+    from vilactl.curation.images import open_image
 
     if not doc["image_info"] or not doc["text_list"]:
         return doc
-    pixels = scorer.pixels([Image.open(io.BytesIO(i["image"])).convert("RGB")
-                            for i in doc["image_info"]])
+    pixels = scorer.pixels([open_image(i["image"]) for i in doc["image_info"]])
     return {**doc, "similarity_matrix": scorer.similarity_matrix(pixels, doc["text_list"])
             .tolist()}
 
@@ -91,31 +81,25 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -
         raise VilactlError(f"--variant must be one of {', '.join(VARIANTS)}, got {req.variant!r}")
     if req.max_images <= 0:
         raise VilactlError(f"--max-images must be positive, got {req.max_images}")
+    check_name(req.out_name)
     row, paths = dataset_shards(workspace, req.dataset)
     if row["kind"] != "mmc4-images":
         raise VilactlError(f"dataset {req.dataset!r} is {row['kind']}; build takes downloaded "
                            f"MMC4 documents (vilactl download mmc4 --from-dataset "
                            f"{req.dataset})")
-    out = workspace / "datasets" / req.out_name
-    if not req.replace:
-        ensure_name_free(workspace, req.out_name, out)
     args = {"variant": req.variant, "dataset": req.dataset, "max_images": req.max_images,
             "seed": req.seed, "filters": asdict(req.core), "name": req.out_name,
             "rescore": _describe(req.rescore)}
-    run = Run(command=f"vilactl build mmc4 --variant {req.variant}", args=args)
-    try:
-        with atomic.atomic_dir(out) as tmp, ray_session(ray_address):
-            calls = [(p, (build_shard, p, str(tmp / Path(p).name), req.variant,
-                          req.max_images, req.seed, req.core, req.rescore)) for p in paths]
-            results, errors = run_tasks(call, calls, num_cpus=0.5, retries=1,
-                                        describe=f"build {req.variant}", quiet=True)
-            if errors:
-                name, err = sorted(errors.items())[0]
-                raise VilactlError(f"build failed on shard {name}: {err}")
-    except BaseException as e:
-        record_failure(workspace, run, e)
-        raise
-    return _register(workspace, req, run, paths, out, results, args)
+    with jobs.dataset_job(workspace, f"vilactl build mmc4 --variant {req.variant}", args,
+                          req.out_name, req.replace) as job, ray_session(ray_address):
+        calls = [(p, (build_shard, p, str(job.dir / Path(p).name), req.variant,
+                      req.max_images, req.seed, req.core, req.rescore)) for p in paths]
+        results, errors = run_tasks(call, calls, num_cpus=0.5, retries=1,
+                                    describe=f"build {req.variant}", quiet=True)
+        if errors:
+            name, err = sorted(errors.items())[0]
+            raise VilactlError(f"build failed on shard {name}: {err}")
+        return _dataset(job, req, paths, results, args)
 
 
 def _describe(spec: ScorerSpec | None) -> dict | None:
@@ -126,19 +110,17 @@ def _describe(spec: ScorerSpec | None) -> dict | None:
     return spec.describe(scorer.model, scorer.preprocess)
 
 
-def _register(workspace, req, run, paths, out, results, args) -> Dataset:
+def _dataset(job, req, paths, results, args) -> Dataset:
     shards, total, dropped = [], Counter(), Counter()
     for p in paths:
-        f = out / Path(p).name
         c = results[p]
         total.update({k: v for k, v in c.items() if k != "dropped"})
         dropped.update(c["dropped"])
-        shards.append(Shard(path=resolve(f), rows=c["samples"], bytes=f.stat().st_size,
-                            checksum=atomic.sha256_file(f), source=p, counts=c))
+        shards.append(job.shard(job.dir / Path(p).name, c["samples"], source=p, counts=c))
     ds = Dataset(name=req.out_name, kind=f"mmc4-{req.variant}", format="parquet",
-                 uri=resolve(out), num_samples=total["samples"], num_images=total["images"],
-                 num_texts=total["sentences"], num_bytes=sum(s.bytes for s in shards),
-                 parents=[req.dataset], params=args)
-    run.counts = {**dict(total), "dropped": dict(sorted(dropped.items()))}
-    record_output(workspace, run, ds, shards, text_tokens=total["text_tokens"])
+                 uri=resolve(job.folder), num_samples=total["samples"],
+                 num_images=total["images"], num_texts=total["sentences"],
+                 num_bytes=sum(s.bytes for s in shards), parents=[req.dataset], params=args)
+    job.counts.update({**dict(total), "dropped": dict(sorted(dropped.items()))})
+    job.dataset(ds, shards, text_tokens=total["text_tokens"])
     return ds

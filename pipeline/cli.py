@@ -119,6 +119,10 @@ def world(
     from vilactl.curation.world import generate
     from vilactl.pipeline.demo import _config
 
+    if out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir())
+                                             and not (out / "world.json").is_file()):
+        raise VilactlError(f"--out {out}: exists and is not a demo world; give a new or empty "
+                           "folder (a world folder is replaced)")
     with atomic.atomic_dir(out) as tmp:
         manifest = generate(tmp, _config(seed, size))
     for name, c in manifest["counts"].items():
@@ -257,15 +261,20 @@ def build_cmd(
 
 @app.command()
 def sql(
-    query: str = typer.Argument(..., help="Read-only SQL (SELECT, WITH, DESCRIBE, …)."),
-    format: Format = typer.Option(Format.table, "--format", "-f"),
+    query: str = typer.Argument(..., help="Read-only SQL: SELECT, WITH, FROM, DESCRIBE, SHOW, "
+                                          "SUMMARIZE, VALUES."),
+    format: Format = typer.Option(Format.table, "--format", "-f",
+                                  help="table (for people), csv, json or parquet."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the result here."),
+    explain: bool = typer.Option(False, "--explain", help="Show DuckDB's plan of the SELECT "
+                                                          "instead of running it."),
 ) -> None:
     """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
-    blend_components, checkpoints, evals; views: lineage and samples_<dataset>."""
+    blend_components, checkpoints, evals; views: lineage and samples_<dataset>. Queries read
+    only the catalog's own data (no other files, no URLs, no extensions)."""
     from vilactl.catalog.query import run_sql
 
-    output.emit(console, run_sql(state.workspace, query), format.value, out)
+    output.emit(console, run_sql(state.workspace, query, explain), format.value, out)
 
 
 @app.command()

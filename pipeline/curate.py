@@ -10,23 +10,19 @@ goes to the catalog's `selections` table, the rows to a new dataset.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.paths import check_name
+from vilactl.catalog import jobs
 from vilactl.catalog.register import (
     Dataset,
-    Run,
-    Shard,
     clip_score_shards,
     dataset_shards,
-    ensure_name_free,
-    record_output,
     record_selection,
     resolve,
 )
@@ -142,59 +138,50 @@ def select(sources: list[ShardSource], req: CurateRequest):
 
 
 def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console) -> Dataset:
+    check_name(req.out_name)
     sources, src_row, score_info = _sources(workspace, req)
-    out = workspace / "datasets" / req.out_name
-    if not req.replace:
-        ensure_name_free(workspace, req.out_name, out)
-    run = Run(command=f"vilactl curate coyo --top-k {req.top_k} --dataset {req.dataset}",
-              args={"top_k": req.top_k, "dataset": req.dataset, "score": req.score,
-                    "dedup": req.dedup, "name": req.out_name})
-    with ray_session(ray_address):
+    args = {"top_k": req.top_k, "dataset": req.dataset, "score": req.score, "dedup": req.dedup,
+            "name": req.out_name}
+    with jobs.dataset_job(workspace, f"vilactl curate coyo --top-k {req.top_k} --dataset "
+                          f"{req.dataset}", args, req.out_name, req.replace) as job, \
+            ray_session(ray_address):
         keys, ids, dropped, dup_counts, seen, nan = select(sources, req)
         if len(ids) < req.top_k:
             console.print(f"[yellow]warning:[/yellow] only {len(ids)} eligible rows for "
                           f"K={req.top_k}: keeping all of them")
         cutoff = cutoff_of(keys, ids)
-        rows = _write(sources, cutoff, np.array(dropped, dtype=np.int64), out) if cutoff \
-            else _write_empty(out)
-    if sum(rows.values()) != len(ids):
-        raise RuntimeError(f"final pass kept {sum(rows.values())} rows, expected {len(ids)}")
-    return _register(workspace, req, run, src_row, score_info, out, rows, cutoff,
-                     {"rows_scanned": seen, "excluded_nan_or_null": nan, **dup_counts})
+        rows = _write(sources, cutoff, np.array(dropped, dtype=np.int64), job.dir) \
+            if cutoff else {}
+        if sum(rows.values()) != len(ids) or len(np.unique(ids)) != len(ids):  # a shared id
+            raise VilactlError(
+                f"dataset {req.dataset!r} holds rows with the same id among the selected "
+                f"({sum(rows.values())} rows for {len(ids)} ids); ids must be unique — "
+                "register the metadata again (register refuses duplicates)")
+        return _dataset(job, req, src_row, score_info, rows, cutoff,
+                        {"rows_scanned": seen, "excluded_non_finite": nan, **dup_counts})
 
 
-def _write(sources, cutoff, dropped, out: Path) -> dict:
-    with atomic.atomic_dir(out) as tmp:
-        calls = [(s.data, (shards_mod.shard_write, s, cutoff, dropped,
-                           str(tmp / f"part-{Path(s.data).stem.removeprefix('part-')}.parquet")))
-                 for s in sources]
-        return _run(calls, "write")
+def _write(sources, cutoff, dropped, folder: Path) -> dict:
+    calls = [(s.data, (shards_mod.shard_write, s, cutoff, dropped,
+                       str(folder / f"part-{Path(s.data).stem.removeprefix('part-')}.parquet")))
+             for s in sources]
+    return _run(calls, "write")
 
 
-def _write_empty(out: Path) -> dict:
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    return {}
-
-
-def _register(workspace, req, run, src_row, score_info, out, rows, cutoff, counts) -> Dataset:
-    files = sorted(out.glob("part-*.parquet"))
-    shards = [Shard(path=resolve(f), rows=pq.ParquetFile(f).metadata.num_rows,
-                    bytes=f.stat().st_size, checksum=atomic.sha256_file(f)) for f in files]
+def _dataset(job, req, src_row, score_info, rows, cutoff, counts) -> Dataset:
+    shards = [job.shard(f, pq.ParquetFile(f).metadata.num_rows)
+              for f in sorted(job.dir.glob("part-*.parquet"))]
     n = sum(rows.values())
-    ds = Dataset(name=req.out_name, kind=src_row["kind"], format="parquet", uri=resolve(out),
-                 num_samples=n, num_images=n, num_texts=n,
+    ds = Dataset(name=req.out_name, kind=src_row["kind"], format="parquet",
+                 uri=resolve(job.folder), num_samples=n, num_images=n, num_texts=n,
                  num_bytes=sum(s.bytes for s in shards), parents=[req.dataset],
                  params={**score_info, "top_k": req.top_k, "dedup": req.dedup})
     params = {**score_info, "tie_id": cutoff.id if cutoff else None, "excluded": {
         k: v for k, v in counts.items() if k != "rows_scanned"}, "dedup": req.dedup}
-    run.counts = {**counts, "selected": n}
+    job.counts.update({**counts, "selected": n})
 
-    def selection(con) -> None:
-        record_selection(con, req.out_name, req.dataset, score_info["score_expr"], req.top_k,
-                         cutoff.score if cutoff else None, counts["rows_scanned"], n, params,
-                         run.id)
-
-    record_output(workspace, run, ds, shards, replace=req.replace, also=selection)
+    job.dataset(ds, shards)
+    job.commit(lambda con: record_selection(
+        con, req.out_name, req.dataset, score_info["score_expr"], req.top_k,
+        cutoff.score if cutoff else None, counts["rows_scanned"], n, params, job.run.id))
     return ds

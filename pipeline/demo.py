@@ -18,14 +18,8 @@ from pathlib import Path
 from rich.console import Console
 
 from vilactl.base import atomic
-from vilactl.catalog import db
-from vilactl.catalog.register import (
-    Run,
-    finished_run,
-    now,
-    record_failure,
-    record_run,
-)
+from vilactl.catalog import db, jobs
+from vilactl.catalog.register import finished_run
 from vilactl.curation.world import PRESETS, WorldConfig, generate
 from vilactl.pipeline import register
 from vilactl.pipeline.demo_blends import step_blends
@@ -265,20 +259,14 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
 
 
 def _run_step(ctx: DemoContext, step: Step, args: dict) -> dict:
-    run = Run(command=f"vilactl demo:{step.name}", args=args)
     t0 = time.monotonic()
-    with contextlib.nullcontext() if step.needs_ray else ctx.console.status(f"{step.name} …"):
-        try:
-            counts = step.run(ctx)
-        except BaseException as e:
-            record_failure(ctx.workspace, run, e)
-            raise
-    run.status, run.counts, run.finished_at = "ok", counts, now()
-    with db.writer(ctx.workspace) as con:
-        record_run(con, run)
+    with jobs.job(ctx.workspace, f"vilactl demo:{step.name}", args,
+                  target=f"demo/{step.name}") as job, \
+            contextlib.nullcontext() if step.needs_ray else ctx.console.status(f"{step.name} …"):
+        job.counts.update(step.run(ctx))
     ctx.console.print(f"[green]✓[/green] {step.name} [dim]({time.monotonic() - t0:.1f} s)[/dim] "
-                      + ", ".join(f"{k}={v}" for k, v in counts.items()))
-    return counts
+                      + ", ".join(f"{k}={v}" for k, v in job.counts.items()))
+    return job.counts
 
 
 def _config(seed: int, size: str) -> WorldConfig:

@@ -10,7 +10,6 @@ same options skips them.
 from __future__ import annotations
 
 import json
-import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,18 +18,14 @@ from rich.console import Console
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
-from vilactl.catalog import db
+from vilactl.base.paths import check_name, contained
+from vilactl.catalog import db, jobs
 from vilactl.catalog.register import (
     Dataset,
-    Run,
     Shard,
     dataset_row,
     dataset_shards,
-    mark_interrupted,
     now,
-    record_failure,
-    record_output,
-    record_run,
     resolve,
 )
 from vilactl.curation.readers import expand, parquet_rows, scan_coyo
@@ -38,7 +33,7 @@ from vilactl.pipeline import download_units as units_mod
 from vilactl.pipeline.download_units import Unit
 from vilactl.pipeline.fetch import FetchOptions
 from vilactl.pipeline.ray_runtime import Rate, call, ray_session, run_tasks
-from vilactl.pipeline.register import normalise_mmc4
+from vilactl.pipeline.register import check_unique, normalise_mmc4
 
 INPUT_KINDS = {"coyo": ("coyo-metadata", "coyo-images"), "mmc4": ("mmc4-docs", "mmc4-images")}
 
@@ -67,7 +62,8 @@ class DownloadRequest:
                 "resize_only_if_bigger": o.resize_only_if_bigger,
                 "encode_format": o.encode_format, "encode_quality": o.encode_quality,
                 "respect_opt_outs": o.respect_opt_outs,
-                "allow_private_network": o.allow_private_network}
+                "allow_private_network": o.allow_private_network,
+                "allow_hosts": list(o.allow_hosts), "max_pixels": o.max_pixels}
 
 
 def _check_request(req: DownloadRequest) -> None:
@@ -106,16 +102,19 @@ def resolve_inputs(workspace: Path, req: DownloadRequest, out: Path
         paths, parents = expand(req.pattern, what), []
     sources = [resolve(p) for p in paths]
     if req.kind == "coyo":
-        for p in paths:
-            scan_coyo(p)
+        if not req.from_dataset:        # a registered dataset was checked when registered
+            for p in paths:
+                scan_coyo(p)
+            check_unique(paths, "id", "COYO id")
         return paths, parents, sources
     if req.from_dataset:
         return paths, parents, sources
     staged = out / "_input"
     marker = staged / "sources.json"
     if not (marker.exists() and json.loads(marker.read_text()) == sources):
-        normalise_mmc4(paths, staged)
-        atomic.write_text(marker, json.dumps(sources))
+        with atomic.atomic_dir(staged) as tmp:
+            normalise_mmc4(paths, tmp)
+            atomic.write_text(tmp / "sources.json", json.dumps(sources))
     return sorted(staged.glob("part-*.parquet")), parents, sources
 
 
@@ -128,7 +127,7 @@ def plan(paths: list[Path], shard_size: int) -> list[Unit]:
     return out
 
 
-def _prepare_out(out: Path, identity: dict, replace: bool, name: str) -> None:
+def _prepare_out(workspace: Path, out: Path, identity: dict, replace: bool, name: str) -> None:
     marker = out / "download.json"
     if marker.exists():
         if json.loads(marker.read_text()) != identity:
@@ -138,13 +137,9 @@ def _prepare_out(out: Path, identity: dict, replace: bool, name: str) -> None:
                     f"({marker}); pass --replace to start over, or choose another --name")
             for child in out.iterdir():  # keep staged input, drop everything made from it
                 if child.name != "_input":
-                    shutil.rmtree(child) if child.is_dir() else child.unlink()
-    for tmp in out.glob(".*.tmp"):  # leftovers of a killed run; never final names
-        if tmp.is_dir():
-            shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            tmp.unlink(missing_ok=True)
-    shutil.rmtree(out / "_work", ignore_errors=True)
+                    atomic.remove(contained(workspace, child))
+    for tmp in [*out.glob(".*.tmp"), out / "_work"]:  # leftovers of a killed run
+        atomic.remove(contained(workspace, tmp))
     atomic.write_text(marker, json.dumps(identity, sort_keys=True, indent=1))
 
 
@@ -158,31 +153,28 @@ def _check_name(workspace: Path, req: DownloadRequest, out: Path) -> None:
                            "by this download; choose another --name or pass --replace")
 
 
-def _start_run(workspace: Path, req: DownloadRequest, identity: dict) -> Run:
-    run = Run(command=f"vilactl download {req.kind} --name {req.name}",
-              args={**identity, "name": req.name})
-    with db.writer(workspace) as con:
-        mark_interrupted(con, run.command, run.id)
-        record_run(con, run)
-    return run
-
-
 def download(workspace: Path, req: DownloadRequest, ray_address: str | None,
              console: Console, quiet: bool = False) -> Dataset:
+    check_name(req.name)
     _check_request(req)
-    out = workspace / "datasets" / req.name
-    _check_name(workspace, req, out)
-    paths, parents, sources = resolve_inputs(workspace, req, out)
-    identity = req.identity(sources)
-    _prepare_out(out, identity, req.replace, req.name)
-    run = _start_run(workspace, req, identity)
-    units = plan(paths, req.shard_size)
-    try:
+    command = f"vilactl download {req.kind} --name {req.name}"
+    # Written in place, unit by unit, so that a rerun resumes: the job holds the name's lock
+    # (one download into a folder at a time) and records the run; the name check is ours.
+    with jobs.dataset_job(workspace, command, {"name": req.name}, req.name, req.replace,
+                          fresh=False, check=False) as job:
+        out = job.folder
+        _check_name(workspace, req, out)
+        paths, parents, sources = resolve_inputs(workspace, req, out)
+        identity = req.identity(sources)
+        job.run.args = {**identity, "name": req.name}
+        _prepare_out(workspace, out, identity, req.replace, req.name)
+        units = plan(paths, req.shard_size)
         stats = _run_units(req, units, out, ray_address, quiet)
-    except BaseException as e:
-        record_failure(workspace, run, e)
-        raise
-    return _register(workspace, req, run, units, stats, out, identity, parents, console)
+        ds = _dataset(job, req, units, stats, out, identity, parents)
+    if not ds.num_images and stats and totals(stats)["failed"].get("rejected_url"):
+        console.print("[yellow]warning:[/yellow] every URL was refused; private or loopback "
+                      "hosts need --allow-private-network (or --allow-host HOST:PORT)")
+    return ds
 
 
 def _run_units(req: DownloadRequest, units: list[Unit], out: Path, ray_address: str | None,
@@ -210,7 +202,7 @@ def _run_units(req: DownloadRequest, units: list[Unit], out: Path, ray_address: 
             raise VilactlError(
                 f"{len(errors)} of {len(units)} shards failed after {req.shard_retries} "
                 f"retries (first: shard {name}: {err}); rerun the same command to resume")
-    shutil.rmtree(work, ignore_errors=True)
+    atomic.remove(work)
     return {u.id: units_mod.read_stats(u, out) for u in units}
 
 
@@ -226,9 +218,8 @@ def totals(stats: dict[str, dict]) -> dict:
     return t
 
 
-def _register(workspace: Path, req: DownloadRequest, run: Run, units: list[Unit],
-              stats: dict[str, dict], out: Path, identity: dict, parents: list,
-              console: Console) -> Dataset:
+def _dataset(job: jobs.Job, req: DownloadRequest, units: list[Unit], stats: dict[str, dict],
+             out: Path, identity: dict, parents: list) -> Dataset:
     t = totals(stats)
     shards = [Shard(path=resolve(u.data_path(out, req.fmt)), rows=stats[u.id]["rows"],
                     bytes=stats[u.id]["file_bytes"], checksum=stats[u.id]["checksum"],
@@ -241,11 +232,8 @@ def _register(workspace: Path, req: DownloadRequest, run: Run, units: list[Unit]
                  num_texts=t["rows"] if req.kind == "coyo" else sum(
                      s.get("texts", 0) for s in stats.values()),
                  num_bytes=sum(s.bytes for s in shards), parents=parents, params=identity)
-    seconds = (now() - run.started_at).total_seconds()
-    run.counts = {**t, "units": len(units), "seconds": round(seconds, 2),
-                  "images_per_s": round(t["succeeded"] / seconds, 1) if seconds else None}
-    record_output(workspace, run, ds, shards)
-    if not t["succeeded"] and t["failed"].get("rejected_url"):
-        console.print("[yellow]warning:[/yellow] every URL was refused; private or loopback "
-                      "hosts need --allow-private-network")
+    seconds = (now() - job.run.started_at).total_seconds()
+    job.counts.update({**t, "units": len(units), "seconds": round(seconds, 2),
+                       "images_per_s": round(t["succeeded"] / seconds, 1) if seconds else None})
+    job.dataset(ds, shards)
     return ds

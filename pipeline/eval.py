@@ -20,15 +20,9 @@ from rich.table import Table
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
-from vilactl.catalog import db
-from vilactl.catalog.register import (
-    Run,
-    dataset_shards,
-    find_checkpoint,
-    now,
-    record_evals,
-    record_run,
-)
+from vilactl.base.paths import contained
+from vilactl.catalog import jobs
+from vilactl.catalog.register import dataset_shards, find_checkpoint, record_evals
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config
 from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
@@ -75,31 +69,37 @@ def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
     row, model, tok = load_checkpoint(workspace, req.checkpoint)
     ev = Evaluator(model, tok, model.vision.preprocess)
     ck, results = row["id"], []
-    run = Run(command="vilactl eval", args={"checkpoint": ck, "shots": req.shots,
-                                            "datasets": req.datasets})
-    out = workspace / "evals" / ck.replace("@", "-")
-    for name in req.datasets:
-        its = items(_rows(workspace, name, req.limit))
-        if not its:
-            raise VilactlError(f"dataset {name!r} has no samples ending in an answer")
-        task = task_of(its)
-        base = {"checkpoint": ck, "dataset": name, "task": task, "n": len(its)}
-        for k in req.shots:
-            r = ev.run(its, task, k)
-            results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
-            results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
-                        for kind, v in r["by_kind"].items()]
-            atomic.write_text(out / f"{name}-{k}shot.json", json.dumps(
-                [{"sample_id": it.sample_id, "kind": it.kind, "answer": it.answer,
-                  "prediction": p} for it, p in zip(its, r["predictions"])], indent=1))
-        if task == "vqa":
-            results += _controls(workspace, ev, its, base, req)
-    run.status, run.finished_at = "ok", now()
-    run.counts = {f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"] for r in results}
-    with db.writer(workspace) as con:
-        record_run(con, run)
-        record_evals(con, results, run.id)
+    out = contained(workspace, Path(workspace) / "evals" / ck.replace("@", "-"))
+    with jobs.job(workspace, "vilactl eval", {"checkpoint": ck, "shots": req.shots,
+                                              "datasets": req.datasets},
+                  target=f"evals/{ck}") as job:
+        for name in req.datasets:
+            results += _dataset(workspace, ev, name, ck, out, req)
+        job.counts.update({f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"]
+                           for r in results})
+        job.commit(lambda con: record_evals(con, results, job.run.id))
     console.print(table(results, ck))
+    return results
+
+
+def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, out: Path,
+             req: EvalRequest) -> list[dict]:
+    """Every shot count of one eval set (and the VQA controls); predictions written to `out`."""
+    its = items(_rows(workspace, name, req.limit))
+    if not its:
+        raise VilactlError(f"dataset {name!r} has no samples ending in an answer")
+    task, results = task_of(its), []
+    base = {"checkpoint": ck, "dataset": name, "task": task, "n": len(its)}
+    for k in req.shots:
+        r = ev.run(its, task, k)
+        results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
+        results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
+                    for kind, v in r["by_kind"].items()]
+        atomic.write_text(out / f"{name}-{k}shot.json", json.dumps(
+            [{"sample_id": it.sample_id, "kind": it.kind, "answer": it.answer,
+              "prediction": p} for it, p in zip(its, r["predictions"])], indent=1))
+    if task == "vqa":
+        results += _controls(workspace, ev, its, base, req)
     return results
 
 

@@ -19,14 +19,9 @@ import pyarrow.parquet as pq
 
 from vilactl.base import atomic
 from vilactl.base.errors import RecordError, VilactlError
-from vilactl.catalog.register import (
-    Dataset,
-    Run,
-    Shard,
-    ensure_name_free,
-    record_output,
-    resolve,
-)
+from vilactl.base.paths import check_name, shown
+from vilactl.catalog import jobs
+from vilactl.catalog.register import Dataset, resolve
 from vilactl.curation.instruct_formats import image_reader, llava_sample, text_sample
 from vilactl.curation.readers import expand
 from vilactl.curation.records import sample_table
@@ -99,44 +94,53 @@ def _convert(records, convert, where, skip_bad: bool, writer: ShardWriter,
     writer.flush()
 
 
-def _register(workspace: Path, name: str, kind: str, out: Path, writer: ShardWriter,
-              skipped: Counter, command: str, args: dict, replace: bool) -> Dataset:
+def _dataset(name: str, kind: str, job: jobs.Job, writer: ShardWriter, skipped: Counter,
+             args: dict) -> Dataset:
+    """Commit the converted shards as dataset `name` (kind `kind`) when the job ends."""
     if not writer.shards:
         raise VilactlError(f"no records converted into {name!r}")
     c = writer.counts
-    shards = [Shard(path=resolve(out / p.name), rows=n, bytes=(out / p.name).stat().st_size,
-                    checksum=atomic.sha256_file(out / p.name), counts=counts)
-              for p, n, counts in writer.shards]
-    ds = Dataset(name=name, kind=kind, format="parquet", uri=resolve(out),
+    shards = [job.shard(p, n, counts=counts) for p, n, counts in writer.shards]
+    ds = Dataset(name=name, kind=kind, format="parquet", uri=resolve(job.folder),
                  num_samples=c["samples"], num_images=c["images"], num_texts=c["texts"],
                  num_bytes=sum(s.bytes for s in shards), params={**args, "turns": c["turns"]})
-    run = Run(command=command, args=args, counts={**c, "skipped": dict(skipped)})
-    record_output(workspace, run, ds, shards, replace=replace, text_tokens=c["text_tokens"])
+    job.counts.update({**c, "skipped": dict(skipped)})
+    job.dataset(ds, shards, text_tokens=c["text_tokens"])
     return ds
 
 
 def register_llava(workspace: Path, json_path: str, images: str, name: str,
                    replace: bool = False, skip_bad: bool = False,
                    shard_size: int = 1000) -> tuple[Dataset, Counter, Counter]:
+    check_name(name)
     path = Path(json_path)
     if not path.is_file():
         raise VilactlError(f"{path}: no such file")
     if not Path(images).is_dir():
         raise VilactlError(f"--images {images}: no such folder")
-    if not replace:
-        ensure_name_free(workspace, name)
+    _check_shard_size(shard_size)
     read, skipped = image_reader(Path(images)), Counter()
-    out = workspace / "datasets" / name
-    args = {"json": resolve(path), "images": resolve(images), "skip_bad": skip_bad}
-    records = ((r.get("id", f"#{i}") if isinstance(r, dict) else f"#{i}", r)
-               for i, r in enumerate(_records(path)))
-    with atomic.atomic_dir(out) as tmp:
-        writer = ShardWriter(tmp, shard_size)
+    args = {"json": resolve(path), "images": resolve(images), "skip_bad": skip_bad, "name": name}
+    records = ((_record_id(r, i), r) for i, r in enumerate(_records(path)))
+    with jobs.dataset_job(workspace, "vilactl register llava", args, name, replace) as job:
+        writer = ShardWriter(job.dir, shard_size)
         _convert(records, lambda rec, rid: llava_sample(rec, read), lambda rid: str(path),
                  skip_bad, writer, skipped)
-    ds = _register(workspace, name, "instruct-llava", out, writer, skipped,
-                   "vilactl register llava", args, replace)
+        ds = _dataset(name, "instruct-llava", job, writer, skipped, args)
     return ds, writer.counts, skipped
+
+
+def _record_id(record, i: int) -> str:
+    rid = record.get("id") if isinstance(record, dict) else None
+    if rid is None or rid == "":
+        return f"#{i}"
+    ok = isinstance(rid, str) and rid.isprintable() and len(rid) <= 80
+    return rid if ok else shown(rid, 80)          # one line whatever the id holds
+
+
+def _check_shard_size(n: int) -> None:
+    if n <= 0:
+        raise VilactlError(f"--shard-size must be positive, got {n}")
 
 
 def _rows(path: Path) -> Iterator[dict]:
@@ -148,10 +152,10 @@ def _rows(path: Path) -> Iterator[dict]:
 
 
 def _count(path: Path) -> int:
+    """Records, not lines: a JSON array spans many lines per record (and may be one line)."""
     if path.suffix == ".parquet":
         return pq.ParquetFile(path).metadata.num_rows
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
+    return sum(1 for _ in _records(path))
 
 
 def chosen_rows(total: int, n: int | None, seed: int | None) -> np.ndarray | None:
@@ -170,30 +174,32 @@ def register_text_instruct(workspace: Path, pattern: str, name: str,
                            sample: int | None = None, seed: int | None = None,
                            replace: bool = False, skip_bad: bool = False,
                            shard_size: int = 10_000) -> tuple[Dataset, Counter, Counter]:
+    check_name(name)
+    _check_shard_size(shard_size)
     files = expand(pattern, "instruction files")
-    if not replace:
-        ensure_name_free(workspace, name)
     sizes = [_count(p) for p in files]
     keep = chosen_rows(sum(sizes), sample, seed)
     keep_set = None if keep is None else set(keep.tolist())
     args = {"data": pattern, "input_field": input_field, "target_field": target_field,
-            "sample": sample, "seed": seed, "skip_bad": skip_bad}
-    skipped, out = Counter(), workspace / "datasets" / name
+            "sample": sample, "seed": seed, "skip_bad": skip_bad, "name": name}
+    skipped = Counter()
     current = [files[0]]        # the file being read, for error lines
 
     def rows() -> Iterator[tuple[str, dict]]:
         g = 0
         for path in files:
             current[0] = path
-            for line, row in enumerate(_rows(path), start=1):
+            for n, row in enumerate(_rows(path), start=1):
                 if keep_set is None or g in keep_set:
-                    yield str(row.get("id", f"{path.name}:{line}")), row
+                    if not isinstance(row, dict):
+                        raise VilactlError(f"{path}: record {n}: not an object")
+                    yield str(row.get("id", f"{path.name}:{n}")), row
                 g += 1
 
-    with atomic.atomic_dir(out) as tmp:
-        writer = ShardWriter(tmp, shard_size)
+    with jobs.dataset_job(workspace, "vilactl register text-instruct", args, name,
+                          replace) as job:
+        writer = ShardWriter(job.dir, shard_size)
         _convert(rows(), lambda row, rid: text_sample(row, rid, input_field, target_field),
                  lambda rid: str(current[0]), skip_bad, writer, skipped)
-    ds = _register(workspace, name, "instruct-text", out, writer, skipped,
-                   "vilactl register text-instruct", args, replace)
+        ds = _dataset(name, "instruct-text", job, writer, skipped, args)
     return ds, writer.counts, skipped

@@ -37,12 +37,15 @@ def _uri(data: bytes, mime: str = "image/png") -> str:
 
 
 def _thumb(data: bytes | None) -> str:
-    from PIL import Image
+    from vilactl.curation.images import ImageProblem, open_image
 
     if not data:
         return ""
     buf = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "PNG")
+    try:
+        open_image(data).save(buf, "PNG")
+    except ImageProblem:
+        return '<span class="muted">(undecodable image)</span>'
     return f'<img src="{_uri(buf.getvalue())}" alt="">'
 
 
@@ -116,8 +119,10 @@ def _curation(con) -> str:
             ax.axvline(sel["cutoff"], color="k", ls="--", label=f"cutoff {sel['cutoff']:.3f}")
         ax.set_xlabel("CLIP score")
         ax.legend()
-    out = (f"<p>{sel['name']}: top {sel['k']} of {sel['num_candidates']} pairs of "
-           f"{sel['dataset']} by CLIP score ({sel['scores']})</p>" + _plot(draw))
+    e = {k: html.escape(str(sel[k])) for k in ("name", "k", "num_candidates", "dataset",
+                                                "scores")}
+    out = (f"<p>{e['name']}: top {e['k']} of {e['num_candidates']} pairs of {e['dataset']} "
+           f"by CLIP score ({e['scores']})</p>" + _plot(draw))
     for where, title in (("top", "highest scores"), ("cutoff", "around the cutoff"),
                          ("bottom", "lowest scores")):
         cards = "".join(

@@ -11,7 +11,6 @@ atomically as soon as the shard is complete, so a rerun skips finished shards.
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from collections import defaultdict
@@ -24,18 +23,11 @@ import pyarrow.compute as pc
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
-from vilactl.catalog import db
-from vilactl.catalog.register import (
-    Dataset,
-    Run,
-    Shard,
-    dataset_shards,
-    record_failure,
-    record_output,
-    record_run,
-    resolve,
-)
+from vilactl.base.paths import check_name, contained
+from vilactl.catalog import jobs
+from vilactl.catalog.register import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
+from vilactl.curation.images import open_image
 from vilactl.curation.score_files import write_score_file
 from vilactl.pipeline.ray_runtime import ray_session
 
@@ -94,9 +86,7 @@ class _Preprocess:
         return self.split.pil(image) if self.split else self.preprocess(image).numpy()
 
     def _one(self, data: bytes):
-        from PIL import Image
-
-        return self._pixels(Image.open(io.BytesIO(data)).convert("RGB"))
+        return self._pixels(open_image(data))
 
     def __call__(self, batch: dict) -> dict:
         pixels, ok = [], []
@@ -238,30 +228,24 @@ def _write_shard(out: Path, shard: Path, parts: list[dict], info: dict, counts: 
 
 def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
           quiet: bool = False) -> Dataset:
+    check_name(req.out_name)
     if req.batch_size <= 0:
         raise VilactlError(f"--batch-size must be positive, got {req.batch_size}")
     paths = _source(workspace, req)
     scorer = ClipScorer(req.spec)  # validates model and weights before any work
     info = req.spec.describe(scorer.model, scorer.preprocess, scorer.device)
-    out = workspace / "datasets" / req.out_name
-    identity = {"dataset": req.dataset, "shards": [resolve(p) for p in paths], **info}
-    marker = out / "score.json"
-    if marker.exists() and json.loads(marker.read_text()) != identity:
-        if not req.replace:
-            raise VilactlError(f"{req.out_name!r} holds scores from another model or input "
-                               f"({marker}); pass --replace or choose --name")
-        for f in out.glob("part-*.parquet"):
-            f.unlink()
-    atomic.write_text(marker, json.dumps(identity, indent=1, sort_keys=True))
-    run = Run(command=f"vilactl score {req.dataset} --model {req.spec.model}",
-              args={"dataset": req.dataset, "model": req.spec.model,
-                    "pretrained": req.spec.pretrained, "name": req.out_name})
-    with db.writer(workspace) as con:
-        record_run(con, run)
-    todo = [p for p in paths if not out_path(out, p).exists()]
-    t0 = time.monotonic()
-    counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
-    try:
+    args = {"dataset": req.dataset, "model": req.spec.model, "pretrained": req.spec.pretrained,
+            "name": req.out_name}
+    # Score files are written in place shard by shard so that a rerun resumes; the job holds
+    # the output's lock and records the run.
+    with jobs.dataset_job(workspace, f"vilactl score {req.dataset} --model {req.spec.model}",
+                          args, req.out_name, req.replace, fresh=False, check=False) as job:
+        out = job.folder
+        _prepare(workspace, out, {"dataset": req.dataset,
+                                  "shards": [resolve(p) for p in paths], **info}, req)
+        todo = [p for p in paths if not out_path(out, p).exists()]
+        t0 = time.monotonic()
+        counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
         if todo:
             if not quiet:
                 console.print(f"scoring {len(todo)} of {len(paths)} shard(s) with "
@@ -269,33 +253,40 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
             with ray_session(ray_address):
                 counts = _stream_scores(todo, out, req.spec, scorer.preprocess, info,
                                         req.batch_size, scorer.device)
-    except BaseException as e:
-        record_failure(workspace, run, e)
-        raise
-    seconds = time.monotonic() - t0
-    return _register(workspace, req, run, paths, out, info, counts, seconds)
+        return _dataset(job, req, paths, info, counts, time.monotonic() - t0)
 
 
-def _register(workspace: Path, req: ScoreRequest, run: Run, paths: list[Path], out: Path,
-              info: dict, counts: dict, seconds: float) -> Dataset:
+def _prepare(workspace: Path, out: Path, identity: dict, req: ScoreRequest) -> None:
+    """Resume only scores of the same model, weights and input; --replace starts over."""
+    marker = out / "score.json"
+    if marker.exists() and json.loads(marker.read_text()) != identity:
+        if not req.replace:
+            raise VilactlError(f"{req.out_name!r} holds scores from another model or input "
+                               f"({marker}); pass --replace or choose --name")
+        for f in out.glob("part-*.parquet"):
+            atomic.remove(contained(workspace, f))
+    atomic.write_text(marker, json.dumps(identity, indent=1, sort_keys=True))
+
+
+def _dataset(job: jobs.Job, req: ScoreRequest, paths: list[Path], info: dict, counts: dict,
+             seconds: float) -> Dataset:
     import pyarrow.parquet as pq
 
     shards, total, nan = [], 0, 0
     for p in paths:
-        f = out_path(out, p)
+        f = out_path(job.folder, p)
         col = pq.read_table(f, columns=["score"]).column("score")
         n = len(col)
         bad = col.null_count + int(pc.sum(pc.invert(pc.is_finite(col))).as_py() or 0)
         total, nan = total + n, nan + bad
-        shards.append(Shard(path=resolve(f), rows=n, bytes=f.stat().st_size,
-                            checksum=atomic.sha256_file(f), source=resolve(p),
-                            counts={"scored": n - bad, "undecodable": bad}))
-    ds = Dataset(name=req.out_name, kind="clip-scores", format="parquet", uri=resolve(out),
-                 num_samples=total, num_images=0, num_texts=0,
+        shards.append(job.shard(f, n, source=resolve(p),
+                                counts={"scored": n - bad, "undecodable": bad}))
+    ds = Dataset(name=req.out_name, kind="clip-scores", format="parquet",
+                 uri=resolve(job.folder), num_samples=total, num_images=0, num_texts=0,
                  num_bytes=sum(s.bytes for s in shards), parents=[req.dataset],
-                 params={k: v for k, v in info.items()})
-    run.counts = {**counts, "rows": total, "undecodable_total": nan,
-                  "seconds": round(seconds, 2),
-                  "pairs_per_s": round(counts["scored"] / seconds, 1) if seconds else None}
-    record_output(workspace, run, ds, shards)
+                 params=dict(info))
+    job.counts.update({**counts, "rows": total, "undecodable_total": nan,
+                       "seconds": round(seconds, 2),
+                       "pairs_per_s": round(counts["scored"] / seconds, 1) if seconds else None})
+    job.dataset(ds, shards)
     return ds

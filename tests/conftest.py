@@ -87,16 +87,25 @@ def sql(workspace: Path, query: str) -> list[dict]:
 
 
 def catalog_snapshot(workspace: Path) -> dict:
-    """Every row of every catalog table, for 'the catalog is unchanged' assertions."""
+    """Every row of every catalog table but failed runs, for 'nothing was recorded but the
+    failure' assertions (a command that fails while working records its run as failed)."""
     import duckdb
 
     con = duckdb.connect(str(workspace / "catalog.duckdb"), read_only=True)
     try:
         tables = [r[0] for r in con.sql("SELECT table_name FROM information_schema.tables "
                                         "ORDER BY 1").fetchall()]
-        return {t: sorted(map(repr, con.sql(f'SELECT * FROM "{t}"').fetchall())) for t in tables}
+        where = {"runs": " WHERE status <> 'failed'"}
+        return {t: sorted(map(repr, con.sql(f'SELECT * FROM "{t}"{where.get(t, "")}')
+                              .fetchall())) for t in tables}
     finally:
         con.close()
+
+
+def failed_runs(workspace: Path) -> list[dict]:
+    """(command, error) of the failed runs, oldest first."""
+    return sql(workspace, "SELECT command, error, target FROM runs WHERE status = 'failed' "
+                          "ORDER BY started_at")
 
 
 def free_port() -> int:
@@ -132,3 +141,53 @@ def ray_head():
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def file_tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every file under root (relative path → sha256), for 'nothing was written' assertions."""
+    import hashlib
+
+    if not root.exists():
+        return {}
+    out = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not rel.startswith(skip):
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    """The single stderr line of a failed command, checked to contain every needle."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, (proc.returncode, proc.stderr[-2000:])
+    assert lines[0].startswith("error: "), lines
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+    return lines[0]
+
+
+class Untouched:
+    """A workspace, a sentinel folder beside it and the folder holding both: snapshot them,
+    then `check()` that a refused command changed none of it (failed run rows and lock files
+    are the only traces a refusal may leave)."""
+
+    def __init__(self, root: Path):
+        self.root, self.ws, self.sentinel = root, root / "ws", root / "sentinel"
+        self.sentinel.mkdir(exist_ok=True)
+        (self.sentinel / "keep.txt").write_text("must survive")
+        self.snap()
+
+    def snap(self) -> None:
+        self.catalog = catalog_snapshot(self.ws) if (self.ws / "catalog.duckdb").exists() else {}
+        self.files = file_tree(self.ws, skip=("catalog.duckdb", ".locks"))
+        self.outside = sorted(p.name for p in self.root.iterdir())
+        self.kept = file_tree(self.sentinel)
+
+    def check(self) -> None:
+        assert (self.sentinel / "keep.txt").read_text() == "must survive"
+        assert file_tree(self.sentinel) == self.kept
+        assert sorted(p.name for p in self.root.iterdir()) == self.outside
+        assert file_tree(self.ws, skip=("catalog.duckdb", ".locks")) == self.files
+        if self.catalog:
+            assert catalog_snapshot(self.ws) == self.catalog

@@ -161,7 +161,7 @@ def test_curate_expression_equals_lexsort_on_ties(tied_meta, ray_head, tmp_path)
             assert "only 2980 eligible rows" in out.stdout
     excluded = json.loads(sql(ws, "SELECT params FROM selections WHERE name = 't1'")[0]
                           ["params"])["excluded"]
-    assert excluded["excluded_nan_or_null"] == 20
+    assert excluded["excluded_non_finite"] == 20
 
 
 def test_dedup_keeps_the_best_of_each_group(tied_meta, ray_head, tmp_path):
