@@ -63,8 +63,8 @@ def bare_img2dataset(urls: Path, out: Path) -> float:
 def vilactl_download(ws: Path, meta: Path, mirror: str, base: str) -> float:
     from rich.console import Console
 
+    from vilactl.curation.fetch import FetchOptions
     from vilactl.pipeline.download import DownloadRequest, download
-    from vilactl.pipeline.fetch import FetchOptions
 
     opts = FetchOptions(image_size=64, threads=THREADS, allow_private_network=True,
                         url_map=((base, mirror),))

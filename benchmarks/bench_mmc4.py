@@ -3,7 +3,7 @@
 The same N MMC4 documents with embedded images (the demo world's generator, 2–6 images each):
   bare     read JSONL lines (images base64, as VILA stores them), json.loads, decode base64,
            build an Arrow table and write Parquet
-  vilactl  pipeline.build.build_shard on the same documents as Parquet: MMC4 assignment,
+  vilactl  curation.mmc4_build.build_shard on the same documents as Parquet: MMC4 assignment,
            mmc4-core filters, and the variant written in the training-sample schema
 Prints documents/s for each and their ratio (one process, no Ray, so the per-shard work is what
 is measured).
@@ -66,8 +66,8 @@ def bare(jsonl: Path, out: Path) -> int:
 
 
 def main() -> None:
+    from vilactl.curation.mmc4_build import build_shard
     from vilactl.curation.mmc4_variants import CoreFilter
-    from vilactl.pipeline.build import build_shard
 
     with tempfile.TemporaryDirectory() as tmp:
         parquet, jsonl = make(Path(tmp))

@@ -19,6 +19,7 @@ from typing import Any
 import duckdb
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 
 
 def now() -> datetime:
@@ -244,7 +245,7 @@ def clip_score_shards(workspace, dataset: str) -> list[tuple[str, dict, str, str
 
     with db.reader(workspace) as con:
         rows = con.sql("SELECT d.name, d.params, s.source, s.path FROM datasets d JOIN shards s "
-                       "ON s.dataset = d.name WHERE d.kind = 'clip-scores' AND "
+                       f"ON s.dataset = d.name WHERE d.kind = '{Kind.CLIP_SCORES}' AND "
                        "list_contains(d.parents, ?) ORDER BY d.created_at DESC",
                        params=[dataset]).fetchall()
     return [(n, json.loads(p or "{}"), src, path) for n, p, src, path in rows]

@@ -9,6 +9,7 @@ import json
 
 import duckdb
 
+from vilactl.base.kinds import Kind
 from vilactl.catalog.register import view_name
 
 
@@ -35,7 +36,7 @@ def selection(con) -> dict | None:
     """The newest COYO selection with its scores dataset (kind clip-scores of the same source)."""
     rows = _dicts(con.sql(
         "SELECT s.name, s.dataset, s.k, s.cutoff, s.num_candidates, s.num_selected, "
-        "       (SELECT d.name FROM datasets d WHERE d.kind = 'clip-scores' AND "
+        f"       (SELECT d.name FROM datasets d WHERE d.kind = '{Kind.CLIP_SCORES}' AND "
         "        list_contains(d.parents, s.dataset) ORDER BY d.created_at DESC LIMIT 1) AS scores"
         " FROM selections s ORDER BY s.created_at DESC LIMIT 1"))
     return rows[0] if rows and rows[0]["scores"] else None
@@ -57,12 +58,15 @@ def pairs_by_score(con, sel: dict, where: str, n: int = 8) -> list[dict]:
     return _dicts(con.sql(q))
 
 
-def first_samples(con, kind_prefix: str = "mmc4-") -> list[dict]:
-    """The first sample of each dataset of kind mmc4-<variant>, for rendering as documents."""
+VARIANT_KINDS = [Kind.MMC4_INTERLEAVED, Kind.MMC4_AFTER, Kind.MMC4_SHUFFLED, Kind.MMC4_PAIRS]
+
+
+def first_samples(con) -> list[dict]:
+    """The first sample of each MMC4 variant dataset, for rendering as documents."""
     out = []
-    for (name, kind) in con.sql("SELECT name, kind FROM datasets WHERE kind LIKE ? AND kind <> "
-                                "'mmc4-images' AND kind <> 'mmc4-docs' ORDER BY name",
-                                params=[kind_prefix + "%"]).fetchall():
+    for (name, kind) in con.sql("SELECT name, kind FROM datasets WHERE list_contains(?, kind) "
+                                "ORDER BY name", params=[[str(k) for k in VARIANT_KINDS]]
+                                ).fetchall():
         rows = _dicts(con.sql(f'SELECT sample_id, segments FROM "{view_name(name)}" '
                               "ORDER BY sample_id LIMIT 1"))
         if rows:

@@ -11,11 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from vilactl.base.kinds import Kind
 from vilactl.curation.records import SAMPLE_SCHEMA, SEGMENT, sample_schema_problem
 
 BLEND_SCHEMA = pa.schema(list(SAMPLE_SCHEMA) + [("component", pa.string()),
                                                  ("epoch", pa.int32())])
-PAIR_KINDS = ("coyo-images",)          # image-text pairs that become [image, text] samples
+PAIR_KINDS = (Kind.COYO_IMAGES,)          # image-text pairs that become [image, text] samples
 
 
 def _interleave(first: pa.Array, second: pa.Array) -> pa.Array:
@@ -54,9 +55,9 @@ def blendable_problem(kind: str, schema: pa.Schema) -> str | None:
     """Why a dataset cannot be a blend component, or None."""
     if kind in PAIR_KINDS:
         return None
-    if kind in ("coyo-metadata", "mmc4-docs"):
+    if kind in (Kind.COYO_METADATA, Kind.MMC4_DOCS):
         return "has no images (download it first: vilactl download …)"
-    if kind == "mmc4-images":
+    if kind == Kind.MMC4_IMAGES:
         return "holds raw documents (make samples first: vilactl build mmc4 --variant …)"
     problem = sample_schema_problem(schema)
     return f"is not in the training-sample schema ({problem})" if problem else None

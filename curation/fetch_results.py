@@ -10,7 +10,7 @@ exception. vilactl counts failures under stable reason names so that catalog SQL
   too_large         more pixels than the limit (never decoded)
   opt_out           X-Robots-Tag forbids AI use (noai, noimageai, …)
   rejected_url      refused (scheme, a private address — also after DNS or a redirect;
-                    see netpolicy.py and pipeline/safe_http.py)
+                    see netpolicy.py and curation/safe_http.py)
   connection_error  refused or reset connections, DNS failures
   other             anything else (the raw message is kept beside the reason)
 

@@ -3,7 +3,8 @@
 - LLaVA-1.5 / ShareGPT records: `{"id", "image"?, "conversations": [{"from", "value"}]}`.
   `from` is human | gpt (| system); `<image>` in a turn marks where an image goes, and the
   record's images (`image`: one relative path, or a list) fill those marks in order.
-- FLAN-style rows: an input field and a target field → [user input, assistant target].
+- FLAN-style rows: an input field and a target field → [user input, assistant target];
+  `chosen_rows` picks which rows a `--sample N` keeps.
 Problems raise RecordError with what is wrong; callers add the file and record id.
 """
 from __future__ import annotations
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vilactl.base.errors import RecordError
+import numpy as np
+
+from vilactl.base.errors import RecordError, VilactlError
 from vilactl.curation.images import ImageProblem, check_image
 from vilactl.curation.records import segment
 
@@ -94,3 +97,14 @@ def text_sample(row: dict, sample_id: str, input_field: str, target_field: str,
     return {"sample_id": sample_id, "source": source,
             "segments": [segment("user", text=str(row[input_field])),
                          segment("assistant", text=str(row[target_field]))]}
+
+
+def chosen_rows(total: int, n: int | None, seed: int | None) -> np.ndarray | None:
+    """Row numbers to keep: all (None), evenly spaced, or a seeded sample without replacement."""
+    if n is None:
+        return None
+    if not 0 < n <= total:
+        raise VilactlError(f"--sample {n}: the data has {total} rows")
+    if seed is None:
+        return np.unique((np.arange(n) * total) // n)
+    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vilactl.base.kinds import Kind
 from vilactl.curation.assignment import assign
 from vilactl.curation.records import segment
 
@@ -85,7 +86,7 @@ def _doc_sample(doc: dict, variant: str, by_sentence: dict[int, list[int]]) -> d
         segs.append(segment("user", text))
         segs.extend([] if before else imgs)
     segs.extend(segment("user", image=images[i]["image"]) for i in by_sentence.get(-1, []))
-    return {"sample_id": doc["doc_id"], "source": f"mmc4-{variant}", "segments": segs}
+    return {"sample_id": doc["doc_id"], "source": str(Kind.mmc4_variant(variant)), "segments": segs}
 
 
 def doc_seed(seed: int, doc_id: str) -> int:
@@ -118,7 +119,7 @@ def build(doc: dict, variant: str, max_images: int = 6, seed: int = 0) -> list[d
     else:
         raise ValueError(f"unknown variant {variant!r}")
     return [_doc_sample(doc, "interleaved" if variant == "shuffled" else variant, by_sentence)
-            | {"source": f"mmc4-{variant}"}]
+            | {"source": str(Kind.mmc4_variant(variant))}]
 
 
 def count(samples: list[dict]) -> dict:

@@ -1,4 +1,4 @@
-"""Which URLs and addresses a crawler may fetch (pure decisions; pipeline/safe_http.py enforces
+"""Which URLs and addresses a crawler may fetch (pure decisions; curation/safe_http.py enforces
 them on every connection).
 
 Only http(s). By default only *global* addresses are fetched: a crawler on a shared cluster must

@@ -81,9 +81,9 @@ class TopK:
             self.ids.append(ids)
             self.size += len(keys)
         if self.size > 2 * self.k:
-            self._compact()
+            self.compact()
 
-    def _compact(self) -> None:
+    def compact(self) -> None:
         if not self.keys:
             return
         keys, ids = best_k(np.concatenate(self.keys), np.concatenate(self.ids), self.k)
@@ -101,7 +101,7 @@ class TopK:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, ids) of the selection sorted best first: exactly min(K, eligible) rows."""
-        self._compact()
+        self.compact()
         if not self.keys:
             return np.empty(0, np.uint64), np.empty(0)
         return sort_best_first(self.keys[0], self.ids[0])

@@ -25,6 +25,7 @@ from rich.progress import track
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
 from vilactl.catalog.register import (
@@ -247,7 +248,7 @@ def _record(job, m: dict) -> None:
                                                   "text_tokens": s["text_tokens"]})
               for s in m["shards"]]
     parents = [c["dataset"] for c in m["components"]]
-    ds = Dataset(name=m["name"], kind="blend", format="parquet", uri=resolve(folder),
+    ds = Dataset(name=m["name"], kind=Kind.BLEND, format="parquet", uri=resolve(folder),
                  num_samples=m["num_samples"], num_images=m["num_images"], num_texts=None,
                  num_bytes=sum(s.bytes for s in shards), parents=parents, params=m["params"])
     job.counts.update(samples=m["num_samples"], images=m["num_images"],

@@ -12,16 +12,14 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
-from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
 from vilactl.catalog.register import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
-from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter, assignment, build, count
-from vilactl.curation.records import sample_table
+from vilactl.curation.mmc4_build import build_shard
+from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter
 from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks
 
 
@@ -41,41 +39,6 @@ class BuildRequest:
         return self.name or f"{self.dataset}_{self.variant}"
 
 
-def rescored(doc: dict, scorer: ClipScorer) -> dict:
-    """The document with its similarity matrix recomputed by `scorer` from its own images."""
-    from vilactl.curation.images import open_image
-
-    if not doc["image_info"] or not doc["text_list"]:
-        return doc
-    pixels = scorer.pixels([open_image(i["image"]) for i in doc["image_info"]])
-    return {**doc, "similarity_matrix": scorer.similarity_matrix(pixels, doc["text_list"])
-            .tolist()}
-
-
-def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
-                core: CoreFilter, rescore: ScorerSpec | None = None) -> dict:
-    """Filter and convert one shard; returns its counts (written atomically to `out`)."""
-    samples, dropped = [], Counter()
-    docs = 0
-    scorer = ClipScorer(rescore) if rescore else None
-    for doc in pq.read_table(src).to_pylist():
-        docs += 1
-        if scorer:
-            doc = rescored(doc, scorer)
-        matched, sims = assignment(doc)
-        why = core.reason(doc, matched, sims)
-        if why:
-            dropped[why] += 1
-            continue
-        made = build(doc, variant, max_images=max_images, seed=seed)
-        if not made:
-            dropped["no_assigned_image"] += 1
-        samples.extend(made)
-    atomic.write_parquet(Path(out), sample_table(samples), row_group_size=512)
-    return {"documents_in": docs, "documents_kept": docs - sum(dropped.values()),
-            "dropped": dict(sorted(dropped.items())), **count(samples)}
-
-
 def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -> Dataset:
     if req.variant not in VARIANTS:
         raise VilactlError(f"--variant must be one of {', '.join(VARIANTS)}, got {req.variant!r}")
@@ -83,7 +46,7 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None) -
         raise VilactlError(f"--max-images must be positive, got {req.max_images}")
     check_name(req.out_name)
     row, paths = dataset_shards(workspace, req.dataset)
-    if row["kind"] != "mmc4-images":
+    if row["kind"] != Kind.MMC4_IMAGES:
         raise VilactlError(f"dataset {req.dataset!r} is {row['kind']}; build takes downloaded "
                            f"MMC4 documents (vilactl download mmc4 --from-dataset "
                            f"{req.dataset})")
@@ -117,7 +80,7 @@ def _dataset(job, req, paths, results, args) -> Dataset:
         total.update({k: v for k, v in c.items() if k != "dropped"})
         dropped.update(c["dropped"])
         shards.append(job.shard(job.dir / Path(p).name, c["samples"], source=p, counts=c))
-    ds = Dataset(name=req.out_name, kind=f"mmc4-{req.variant}", format="parquet",
+    ds = Dataset(name=req.out_name, kind=Kind.mmc4_variant(req.variant), format="parquet",
                  uri=resolve(job.folder), num_samples=total["samples"],
                  num_images=total["images"], num_texts=total["sentences"],
                  num_bytes=sum(s.bytes for s in shards), parents=[req.dataset], params=args)

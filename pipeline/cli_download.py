@@ -73,10 +73,10 @@ def download(
 
     Failed URLs are counted by reason (http_<code>, timeout, incomplete_read, decode_error,
     opt_out, rejected_url, …) per shard and per dataset in the catalog."""
+    from vilactl.curation.fetch import FetchOptions
     from vilactl.pipeline.context import console, state
     from vilactl.pipeline.download import DownloadRequest
     from vilactl.pipeline.download import download as run
-    from vilactl.pipeline.fetch import FetchOptions
 
     if corpus is Corpus.coyo and docs:
         raise VilactlError("--docs is for mmc4; COYO takes --metadata")

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
 from vilactl.catalog.register import (
@@ -27,14 +28,14 @@ from vilactl.catalog.register import (
     resolve,
 )
 from vilactl.curation import score_expr
+from vilactl.curation import shard_select as shards_mod
 from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
 from vilactl.curation.score_files import bound_key, read_footer
+from vilactl.curation.shard_select import ShardSource
 from vilactl.curation.topk import TopK, cutoff_of
-from vilactl.pipeline import curate_shards as shards_mod
-from vilactl.pipeline.curate_shards import ShardSource
 from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks
 
-CURATABLE = {"coyo-metadata", "coyo-images"}
+CURATABLE = {Kind.COYO_METADATA, Kind.COYO_IMAGES}
 
 
 @dataclass

@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from vilactl.base import atomic
+from vilactl.base.kinds import Kind
 from vilactl.catalog import db, jobs
 from vilactl.catalog.register import finished_run
 from vilactl.curation.world import PRESETS, WorldConfig, generate
@@ -34,12 +35,12 @@ from vilactl.pipeline.mirror import Mirror
 
 # Demo datasets: catalog name → (world file key, kind).
 SAMPLE_SETS = {
-    "vqa": ("vqa", "instruct-vqa"),
-    "caption_instruct": ("caption_instruct", "instruct-caption"),
-    "text_instruct": ("text_instruct", "instruct-text"),
-    "eval_vqa": ("eval_vqa", "eval-vqa"),
-    "eval_caption": ("eval_caption", "eval-caption"),
-    "eval_text": ("eval_text", "eval-text"),
+    "vqa": ("vqa", Kind.INSTRUCT_VQA),
+    "caption_instruct": ("caption_instruct", Kind.INSTRUCT_CAPTION),
+    "text_instruct": ("text_instruct", Kind.INSTRUCT_TEXT),
+    "eval_vqa": ("eval_vqa", Kind.EVAL_VQA),
+    "eval_caption": ("eval_caption", Kind.EVAL_CAPTION),
+    "eval_text": ("eval_text", Kind.EVAL_TEXT),
 }
 COYO_META, MMC4_DOCS = "coyo_meta", "mmc4_docs"
 
@@ -117,8 +118,8 @@ def step_register_sets(ctx: DemoContext) -> dict:
 
 
 def _download(ctx: DemoContext, kind: str, source: str, name: str) -> dict:
+    from vilactl.curation.fetch import FetchOptions
     from vilactl.pipeline.download import DownloadRequest, download
-    from vilactl.pipeline.fetch import FetchOptions
 
     # The world's URLs point at mirror.vilactl.test; fetch them from the loopback mirror, whose
     # slow URLs (2 s) outlast the 1 s timeout.

@@ -1,7 +1,7 @@
 """`vilactl download coyo|mmc4`: Ray tasks over img2dataset, resumable and exactly-once.
 
 The driver validates the input, splits it into units (row ranges of the input Parquet, at most
-`--shard-size` rows each), runs one Ray task per unfinished unit (pipeline/download_units.py),
+`--shard-size` rows each), runs one Ray task per unfinished unit (curation/download_unit.py),
 retries failed units, and records the dataset, one shard row per unit with its counts, and the
 run in the catalog. Only the driver writes the catalog. A killed download leaves its run marked
 `running` (the next run marks it `incomplete`) and its finished units on disk; a rerun with the
@@ -18,6 +18,7 @@ from rich.console import Console
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
 from vilactl.catalog import db, jobs
 from vilactl.catalog.register import (
@@ -28,14 +29,15 @@ from vilactl.catalog.register import (
     now,
     resolve,
 )
+from vilactl.curation import download_unit as units_mod
+from vilactl.curation.download_unit import Unit
+from vilactl.curation.fetch import FetchOptions
 from vilactl.curation.readers import expand, parquet_rows, scan_coyo
-from vilactl.pipeline import download_units as units_mod
-from vilactl.pipeline.download_units import Unit
-from vilactl.pipeline.fetch import FetchOptions
 from vilactl.pipeline.ray_runtime import Rate, call, ray_session, run_tasks
 from vilactl.pipeline.register import check_unique, normalise_mmc4
 
-INPUT_KINDS = {"coyo": ("coyo-metadata", "coyo-images"), "mmc4": ("mmc4-docs", "mmc4-images")}
+INPUT_KINDS = {"coyo": (Kind.COYO_METADATA, Kind.COYO_IMAGES),
+               "mmc4": (Kind.MMC4_DOCS, Kind.MMC4_IMAGES)}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from rich.progress import track
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
 from vilactl.catalog.checks import duplicates_problem
@@ -56,7 +57,7 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
         stats = _scan_all(paths, scan_coyo, "validating COYO", quiet)
         check_unique(paths, "id", "COYO id")
         rows = sum(s.rows for s in stats)
-        return Dataset(name=name, kind="coyo-metadata", format="parquet", uri=resolve(pattern),
+        return Dataset(name=name, kind=Kind.COYO_METADATA, format="parquet", uri=resolve(pattern),
                        num_samples=rows, num_images=rows, num_texts=rows,
                        num_bytes=sum(s.bytes for s in stats), params={"glob": pattern}), stats
     return _in_place(workspace, name, replace, f"vilactl register coyo --metadata {pattern}",
@@ -64,7 +65,7 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
 
 
 def register_samples(workspace: Path, pattern: str, name: str, replace: bool = False,
-                     quiet: bool = False, kind: str = "samples",
+                     quiet: bool = False, kind: str = Kind.SAMPLES,
                      parents: list[str] | None = None) -> Dataset:
     """Register Parquet files already in the training-sample schema (instruction, eval sets)."""
     check_name(name)
@@ -109,7 +110,7 @@ def register_mmc4(workspace: Path, pattern: str, name: str, replace: bool = Fals
     with jobs.dataset_job(workspace, f"vilactl register mmc4 --docs {pattern}",
                           {"docs": pattern, "name": name}, name, replace) as job:
         stats = normalise_mmc4(paths, job.dir, quiet)
-        ds = Dataset(name=name, kind="mmc4-docs", format="parquet", uri=resolve(job.folder),
+        ds = Dataset(name=name, kind=Kind.MMC4_DOCS, format="parquet", uri=resolve(job.folder),
                      num_samples=sum(s.rows for s in stats),
                      num_images=sum(s.images for s in stats),
                      num_texts=sum(s.texts for s in stats), num_bytes=sum(s.bytes for s in stats),

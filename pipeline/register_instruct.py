@@ -14,15 +14,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pyarrow.parquet as pq
 
 from vilactl.base import atomic
 from vilactl.base.errors import RecordError, VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, shown
 from vilactl.catalog import jobs
 from vilactl.catalog.register import Dataset, resolve
-from vilactl.curation.instruct_formats import image_reader, llava_sample, text_sample
+from vilactl.curation.instruct_formats import (
+    chosen_rows,
+    image_reader,
+    llava_sample,
+    text_sample,
+)
 from vilactl.curation.readers import expand
 from vilactl.curation.records import sample_table
 
@@ -126,7 +131,7 @@ def register_llava(workspace: Path, json_path: str, images: str, name: str,
         writer = ShardWriter(job.dir, shard_size)
         _convert(records, lambda rec, rid: llava_sample(rec, read), lambda rid: str(path),
                  skip_bad, writer, skipped)
-        ds = _dataset(name, "instruct-llava", job, writer, skipped, args)
+        ds = _dataset(name, Kind.INSTRUCT_LLAVA, job, writer, skipped, args)
     return ds, writer.counts, skipped
 
 
@@ -156,17 +161,6 @@ def _count(path: Path) -> int:
     if path.suffix == ".parquet":
         return pq.ParquetFile(path).metadata.num_rows
     return sum(1 for _ in _records(path))
-
-
-def chosen_rows(total: int, n: int | None, seed: int | None) -> np.ndarray | None:
-    """Row numbers to keep: all (None), evenly spaced, or a seeded sample without replacement."""
-    if n is None:
-        return None
-    if not 0 < n <= total:
-        raise VilactlError(f"--sample {n}: the data has {total} rows")
-    if seed is None:
-        return np.unique((np.arange(n) * total) // n)
-    return np.sort(np.random.default_rng(seed).choice(total, n, replace=False))
 
 
 def register_text_instruct(workspace: Path, pattern: str, name: str,
@@ -201,5 +195,5 @@ def register_text_instruct(workspace: Path, pattern: str, name: str,
         writer = ShardWriter(job.dir, shard_size)
         _convert(rows(), lambda row, rid: text_sample(row, rid, input_field, target_field),
                  lambda rid: str(current[0]), skip_bad, writer, skipped)
-        ds = _dataset(name, "instruct-text", job, writer, skipped, args)
+        ds = _dataset(name, Kind.INSTRUCT_TEXT, job, writer, skipped, args)
     return ds, writer.counts, skipped

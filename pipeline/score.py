@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
 from vilactl.catalog import jobs
 from vilactl.catalog.register import Dataset, dataset_shards, resolve
@@ -31,7 +32,7 @@ from vilactl.curation.images import open_image
 from vilactl.curation.score_files import write_score_file
 from vilactl.pipeline.ray_runtime import ray_session
 
-SCORABLE = {"coyo-images"}
+SCORABLE = {Kind.COYO_IMAGES}
 SCORES_SCHEMA = pa.schema([("key", pa.string()), ("id", pa.int64()), ("score", pa.float32()),
                            ("model", pa.string()), ("weights_sha256", pa.string())])
 
@@ -281,7 +282,7 @@ def _dataset(job: jobs.Job, req: ScoreRequest, paths: list[Path], info: dict, co
         total, nan = total + n, nan + bad
         shards.append(job.shard(f, n, source=resolve(p),
                                 counts={"scored": n - bad, "undecodable": bad}))
-    ds = Dataset(name=req.out_name, kind="clip-scores", format="parquet",
+    ds = Dataset(name=req.out_name, kind=Kind.CLIP_SCORES, format="parquet",
                  uri=resolve(job.folder), num_samples=total, num_images=0, num_texts=0,
                  num_bytes=sum(s.bytes for s in shards), parents=[req.dataset],
                  params=dict(info))

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from PIL import Image
 
-from vilactl.pipeline.fetch import FetchOptions, fetch
+from vilactl.curation.fetch import FetchOptions, fetch
+from vilactl.curation.safe_http import Policy, Refused, checked_addresses
 from vilactl.pipeline.mirror import Mirror
-from vilactl.pipeline.safe_http import Policy, Refused, checked_addresses
 
 
 def png(size, mode="RGB") -> bytes:

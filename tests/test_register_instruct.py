@@ -11,7 +11,7 @@ import yaml
 from conftest import catalog_snapshot, run_cli, sql, workspace_copy
 from PIL import Image
 
-from vilactl.pipeline.register_instruct import chosen_rows
+from vilactl.curation.instruct_formats import chosen_rows
 from vilactl.train.config import CONFIG_DIR
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from vilactl.curation.fetch_results import failure_reason
 from vilactl.curation.images import DEFAULT_MAX_PIXELS, ImageProblem, header_size, set_limit
 from vilactl.curation.netpolicy import url_refusal
-from vilactl.pipeline.safe_http import Policy, guarded
+from vilactl.curation.safe_http import Policy, guarded
 
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")  # img2dataset's default
 

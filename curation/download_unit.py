@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from vilactl.base import atomic
+from vilactl.curation.fetch import FetchOptions, fetch
 from vilactl.curation.fetch_results import is_transient
 from vilactl.curation.mmc4_images import attach, flatten
 from vilactl.curation.readers import read_row_range
@@ -32,7 +33,6 @@ from vilactl.curation.records import (
     MMC4_IMAGES_SCHEMA,
     conform_coyo,
 )
-from vilactl.pipeline.fetch import FetchOptions, fetch
 
 
 @dataclass(frozen=True)

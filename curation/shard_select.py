@@ -55,7 +55,7 @@ def shard_topk(src: ShardSource, k: int, threshold: int) -> TopK:
     else:
         sel = TopK(k, threshold=np.uint64(threshold))
         sel.add(*src.expr_scores_and_ids())
-    sel._compact()
+    sel.compact()
     return sel
 
 
