@@ -24,7 +24,6 @@ COLORS = {
 SHAPES = ("circle", "square", "triangle", "diamond")
 SIZES = ("small", "large")
 POSITIONS = ("top left", "top right", "bottom left", "bottom right")
-NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
 BACKGROUNDS = ((245, 245, 240), (200, 200, 205), (60, 60, 70))
 
 

@@ -44,8 +44,6 @@ app.command("eval")(eval_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 
-
-
 @app.callback()
 def _global(
     workspace: Path = typer.Option(Path("workspace"), "--workspace", "-w",

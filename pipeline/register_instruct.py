@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,14 +85,15 @@ def _records(path: Path) -> Iterator[dict]:
                     raise VilactlError(f"{path}:{n}: not valid JSON ({e.msg})") from e
 
 
-def _convert(records, convert, where, skip_bad: bool, writer: ShardWriter,
+def _convert(records, convert, where: Callable[[], str], skip_bad: bool, writer: ShardWriter,
              skipped: Counter) -> None:
+    """convert(record, id) for each (id, record); `where()` names the file being read."""
     for rid, rec in records:
         try:
             sample = convert(rec, rid)
         except RecordError as e:
             if not skip_bad:
-                raise VilactlError(f"{where(rid)}: record {rid}: {e}") from e
+                raise VilactlError(f"{where()}: record {rid}: {e}") from e
             skipped[str(e).split(" (")[0][:60]] += 1
             continue
         writer.add(sample)
@@ -129,7 +130,7 @@ def register_llava(workspace: Path, json_path: str, images: str, name: str,
     records = ((_record_id(r, i), r) for i, r in enumerate(_records(path)))
     with jobs.dataset_job(workspace, "vilactl register llava", args, name, replace) as job:
         writer = ShardWriter(job.dir, shard_size)
-        _convert(records, lambda rec, rid: llava_sample(rec, read), lambda rid: str(path),
+        _convert(records, lambda rec, _id: llava_sample(rec, read), lambda: str(path),
                  skip_bad, writer, skipped)
         ds = _dataset(name, Kind.INSTRUCT_LLAVA, job, writer, skipped, args)
     return ds, writer.counts, skipped
@@ -194,6 +195,6 @@ def register_text_instruct(workspace: Path, pattern: str, name: str,
                           replace) as job:
         writer = ShardWriter(job.dir, shard_size)
         _convert(rows(), lambda row, rid: text_sample(row, rid, input_field, target_field),
-                 lambda rid: str(current[0]), skip_bad, writer, skipped)
+                 lambda: str(current[0]), skip_bad, writer, skipped)
         ds = _dataset(name, Kind.INSTRUCT_TEXT, job, writer, skipped, args)
     return ds, writer.counts, skipped

@@ -56,7 +56,7 @@ def _plot(draw, width: float = 7, height: float = 3.2) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(width, height))
-    draw(fig, ax)
+    draw(ax)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=90)
@@ -93,7 +93,7 @@ def _stages(runs: list[dict]) -> str:
     cols = ["command", "status", "attempted", "succeeded", "samples", "images"]
     out = _table(rows, cols)
     if reasons:
-        def draw(fig, ax):
+        def draw(ax):
             names = sorted({k for v in reasons.values() for k in v})
             for cmd, f in reasons.items():
                 ax.barh([n + f" ({cmd.split()[-1]})" for n in names],
@@ -110,7 +110,7 @@ def _curation(con) -> str:
         return '<p class="muted">no CLIP selection yet</p>'
     scores = report_data.scores_with_kept(con, sel)
 
-    def draw(fig, ax):
+    def draw(ax):
         kept = [s for s, k in scores if k]
         dropped = [s for s, k in scores if not k]
         ax.hist([dropped, kept], bins=40, stacked=True, color=["#c33", "#2a2"],
@@ -147,7 +147,7 @@ def _blends(components: list[dict]) -> str:
     if not components:
         return '<p class="muted">no blends yet</p>'
 
-    def draw(fig, ax):
+    def draw(ax):
         blends = sorted({c["blend"] for c in components})
         left = {b: 0.0 for b in blends}
         for c in components:
@@ -170,7 +170,7 @@ def _losses(runs: list[dict]) -> str:
     if not curves:
         return '<p class="muted">no training runs yet</p>'
 
-    def draw(fig, ax):
+    def draw(ax):
         for label, steps, losses in curves:
             ax.plot(steps, losses, label=label)
         ax.set_xlabel("step")

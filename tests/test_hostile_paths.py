@@ -35,7 +35,7 @@ def hostile(tmp_path, coyo_rows, shared_data):
     return guard, inputs
 
 
-def commands(inputs, name):
+def commands(inputs):
     """Every command that takes an output name."""
     return {
         "register coyo": ["register", "coyo", "--metadata", str(inputs / "coyo.parquet")],
@@ -55,7 +55,7 @@ def commands(inputs, name):
 
 def test_every_command_refuses_names_that_escape(hostile):
     guard, inputs = hostile
-    for cmd, args in commands(inputs, "x").items():
+    for cmd, args in commands(inputs).items():
         for name in ("../../sentinel", str(guard.sentinel)):
             proc = run_cli(*args, "--name", name, workspace=guard.ws)
             one_line_error(proc, "--name", "is not allowed")
@@ -67,7 +67,7 @@ def test_every_command_refuses_names_that_escape(hostile):
                                   "bad\nname", "é", ""])
 def test_register_mmc4_refuses_every_bad_name(hostile, name):
     guard, inputs = hostile
-    proc = run_cli(*commands(inputs, name)["register mmc4"], "--name", name, workspace=guard.ws)
+    proc = run_cli(*commands(inputs)["register mmc4"], "--name", name, workspace=guard.ws)
     line = one_line_error(proc, "is not allowed")
     assert len(line) < 300                   # a 256-character name is shown shortened
     guard.check()
@@ -165,7 +165,7 @@ def test_concurrent_registers_of_one_name_never_mix(hostile):
 
 def test_a_failed_lock_wait_leaves_nothing(hostile):
     guard, inputs = hostile
-    args = commands(inputs, "held")["register mmc4"]
+    args = commands(inputs)["register mmc4"]
     with locks.hold(guard.ws, "datasets/held", "test"):
         proc = run_cli(*args, "--name", "held", workspace=guard.ws,
                        env={"VILACTL_LOCK_WAIT": "1"})
