@@ -287,3 +287,17 @@ def forget_checkpoints(con: duckdb.DuckDBPyConnection, run_name: str) -> None:
     """Drop the checkpoint rows of a training run that starts over (its folder is replaced)."""
     con.execute("DELETE FROM checkpoints WHERE split_part(id, '@', 1) = ? AND stage <> 'clip'",
                 [run_name])
+
+
+def newest_dataset(workspace, kind: str, selected: bool = False) -> str | None:
+    """The newest dataset of `kind` (with `selected`: the newest made by `vilactl curate`)."""
+    from vilactl.catalog import db
+
+    if not db.catalog_path(workspace).exists():
+        return None
+    q = ("SELECT d.name FROM datasets d JOIN selections s ON s.name = d.name WHERE d.kind = ? "
+         "ORDER BY s.created_at DESC LIMIT 1" if selected else
+         "SELECT name FROM datasets WHERE kind = ? ORDER BY created_at DESC LIMIT 1")
+    with db.reader(workspace) as con:
+        rows = con.sql(q, params=[str(kind)]).fetchall()
+    return rows[0][0] if rows else None

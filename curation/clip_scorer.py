@@ -8,9 +8,12 @@ autocast; on the CPU in fp32.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +40,24 @@ def ensure_model_config(name: str) -> None:
         folder = Path(tempfile.mkdtemp(prefix="vilactl-clip-cfg-"))
         (folder / f"{DEMO_CLIP}.json").write_text(json.dumps(DEMO_CLIP_CONFIG))
         open_clip.add_model_config(folder)
+
+
+class _NoRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No pretrained weights loaded")
+
+
+@contextlib.contextmanager
+def random_init_quietly() -> Iterator[None]:
+    """open_clip warns "No pretrained weights loaded" for a model built without weights, which
+    vilactl does on purpose (the demo CLIP is trained from scratch; a checkpoint's weights are
+    loaded right after): keep that one line out of the output."""
+    quiet = _NoRandomInitWarning()
+    logging.getLogger().addFilter(quiet)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeFilter(quiet)
 
 
 def weights_sha256(model) -> str:
@@ -68,8 +89,9 @@ class ScorerSpec:
             raise VilactlError(f"{pretrained}: checkpoint file not found")
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.model, pretrained=pretrained, device=device)
+            with random_init_quietly() if pretrained is None else contextlib.nullcontext():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.model, pretrained=pretrained, device=device)
         except Exception as e:  # noqa: BLE001 — hub errors, bad files, shape mismatches
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise VilactlError(f"cannot load {self.model} weights {pretrained!r}: {first}") from e

@@ -29,7 +29,8 @@ def rescored(doc: dict, scorer: ClipScorer) -> dict:
 
 
 def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
-                core: CoreFilter, rescore: ScorerSpec | None = None) -> dict:
+                core: CoreFilter, rescore: ScorerSpec | None = None,
+                image_order: str = "page") -> dict:
     """Filter and convert one shard; returns its counts (written atomically to `out`)."""
     samples, dropped = [], Counter()
     docs = 0
@@ -43,7 +44,7 @@ def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
         if why:
             dropped[why] += 1
             continue
-        made = build(doc, variant, max_images=max_images, seed=seed)
+        made = build(doc, variant, max_images=max_images, seed=seed, image_order=image_order)
         if not made:
             dropped["no_assigned_image"] += 1
         samples.extend(made)

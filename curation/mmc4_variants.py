@@ -1,11 +1,14 @@
 """MMC4 documents → training samples: core filters and the four variants of the paper's ablation.
 
-  interleaved  each image right *before* its matched sentence, images in sentence order,
-               at most `max_images` per document (VILA: 6) — the paper's MMC4
+  interleaved  each image right *before* its matched sentence — the paper's MMC4
   after        each image right after its matched sentence
   shuffled     the same texts and images, images at seeded random sentence boundaries
                (breaks the image↔text correspondence: a control)
   pairs        MMC4-pairs: one sample per assigned image, the image and its matched sentence
+
+At most `max_images` images of a document are kept (VILA: 6): by default the first ones in page
+order, as VILA does (`image_order="page"`); `"sentence"` keeps those matched to the earliest
+sentences instead.
 
 Assignments come from the document's own similarity matrix via MMC4's algorithm
 (curation/assignment.py), so they reproduce MMC4's published `matched_text_index`; documents
@@ -24,6 +27,7 @@ from vilactl.curation.assignment import assign
 from vilactl.curation.records import segment
 
 VARIANTS = ("interleaved", "after", "shuffled", "pairs")
+IMAGE_ORDERS = ("page", "sentence")
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,11 @@ def assignment(doc: dict) -> tuple[np.ndarray, np.ndarray]:
     return matched, sims
 
 
-def _placed(matched: np.ndarray, max_images: int) -> list[int]:
-    """Image indices to keep, in sentence order (ties by image index), at most max_images."""
+def _placed(matched: np.ndarray, max_images: int, image_order: str = "page") -> list[int]:
+    """Indices of the assigned images to keep, at most max_images: the first in page order, or
+    (image_order="sentence") those matched to the earliest sentences (ties by image index)."""
+    if image_order == "page":
+        return [i for i, j in enumerate(matched) if j >= 0][:max_images]
     order = sorted((int(j), i) for i, j in enumerate(matched) if j >= 0)
     return [i for _, i in order[:max_images]]
 
@@ -94,10 +101,11 @@ def doc_seed(seed: int, doc_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{doc_id}".encode()).digest()[:8], "little")
 
 
-def build(doc: dict, variant: str, max_images: int = 6, seed: int = 0) -> list[dict]:
+def build(doc: dict, variant: str, max_images: int = 6, seed: int = 0,
+          image_order: str = "page") -> list[dict]:
     """The samples one document gives in a variant (empty if no image was assigned)."""
     matched, _ = assignment(doc)
-    keep = _placed(matched, max_images)
+    keep = _placed(matched, max_images, image_order)
     if not keep:
         return []
     if variant == "pairs":

@@ -24,6 +24,23 @@ from vilactl.pipeline.cli_register_instruct import register_text_instruct as reg
 from vilactl.pipeline.cli_train import train as train_cmd
 from vilactl.pipeline.context import console, err_console, state
 
+
+def _flags_without_types() -> None:
+    """typer 0.29's help prints `<bool>` beside every flag (`--replace <bool>`, `--help <bool>`),
+    which reads as if the flag took a value: show no type for flags (only the rendering)."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "vilactl", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag and not self.count else shown(self, ctx)
+    display_type_rich.vilactl = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_flags_without_types()
 app = typer.Typer(
     name="vilactl",
     help="Curate MMC4 and COYO into CLIP-filtered, catalogued Parquet blends, and train a "
@@ -115,12 +132,9 @@ def world(
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
     from vilactl.base import atomic
     from vilactl.curation.world import generate
-    from vilactl.pipeline.demo import _config
+    from vilactl.pipeline.demo import _config, refuse_foreign
 
-    if out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir())
-                                             and not (out / "world.json").is_file()):
-        raise VilactlError(f"--out {out}: exists and is not a demo world; give a new or empty "
-                           "folder (a world folder is replaced)")
+    refuse_foreign(out, "--out")
     with atomic.atomic_dir(out) as tmp:
         manifest = generate(tmp, _config(seed, size))
     for name, c in manifest["counts"].items():
@@ -223,15 +237,27 @@ def curate(
 @app.command("build")
 def build_cmd(
     corpus: str = typer.Argument("mmc4", help="mmc4 (documents)."),
-    variant: str = typer.Option(..., help="interleaved | after | shuffled | pairs."),
+    variant: str = typer.Option(..., help="interleaved (images before their matched sentence, "
+                                          "VILA's MMC4) | after | shuffled (a control) | pairs "
+                                          "(each image with its sentence)."),
     dataset: str = typer.Option("mmc4", help="Downloaded MMC4 documents (mmc4-images)."),
-    max_images: int = typer.Option(6, help="Images kept per document (VILA: 6)."),
+    max_images: int = typer.Option(6, help="Images KEPT per document in the output (VILA: 6; "
+                                           "which ones: --image-order)."),
+    image_order: str = typer.Option("page", help="page: the first --max-images images in page "
+                                                 "order (VILA); sentence: those matched to the "
+                                                 "earliest sentences."),
     seed: int = typer.Option(0, help="Seed of the shuffled variant."),
-    min_sentences: int = typer.Option(4), max_sentences: int = typer.Option(40),
-    min_images: int = typer.Option(2), max_images_per_doc: int = typer.Option(15),
-    min_strong_share: float = typer.Option(0.75, help="Share of assignments with sim > 0.25."),
-    min_side: int = typer.Option(0, help="Smallest image side in pixels (0: any)."),
-    max_aspect: float = typer.Option(0.0, help="Largest aspect ratio (0: any)."),
+    min_sentences: int = typer.Option(4, help="Filter: drop documents with fewer sentences."),
+    max_sentences: int = typer.Option(40, help="Filter: drop documents with more sentences."),
+    min_images: int = typer.Option(2, help="Filter: drop documents with fewer images."),
+    max_images_per_doc: int = typer.Option(15, help="Filter: drop documents with MORE images "
+                                                    "than this (mmc4-core); unlike "
+                                                    "--max-images, which trims the kept ones."),
+    min_strong_share: float = typer.Option(0.75, help="Filter: share of a document's image "
+                                                      "assignments that must have similarity "
+                                                      "> 0.25."),
+    min_side: int = typer.Option(0, help="Filter: smallest image side in pixels (0: any)."),
+    max_aspect: float = typer.Option(0.0, help="Filter: largest aspect ratio (0: any)."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_<VARIANT>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
     rescore: bool = typer.Option(False, "--rescore", help="Recompute each document's "
@@ -239,7 +265,9 @@ def build_cmd(
     model: str = typer.Option("ViT-L-14", help="--rescore: open_clip model (MMC4 used ViT-L-14)."),
     pretrained: str | None = typer.Option("openai", help="--rescore: weights tag or path."),
 ) -> None:
-    """Build an MMC4 variant in the training-sample schema, with mmc4-core filters."""
+    """Build an MMC4 variant in the training-sample schema, with mmc4-core filters; documents
+    dropped by the filters are counted by reason."""
+    from vilactl.curation.clip_scorer import ScorerSpec
     from vilactl.curation.mmc4_variants import CoreFilter
     from vilactl.pipeline.build import BuildRequest, build_variant
 
@@ -248,13 +276,13 @@ def build_cmd(
     core = CoreFilter(min_sentences, max_sentences, min_images, max_images_per_doc,
                       min_strong_share=min_strong_share, min_side=min_side,
                       max_aspect=max_aspect)
-    from vilactl.curation.clip_scorer import ScorerSpec
-
     spec = ScorerSpec(model, pretrained or None) if rescore else None
-    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core, spec)
-    ds = build_variant(state.workspace, req, state.ray_address)
+    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core, spec,
+                       image_order)
+    ds = build_variant(state.workspace, req, state.ray_address, console,
+                       quiet=not console.is_terminal)
     console.print(f"built [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
-                  f"{ds.num_images} images")
+                  f"{ds.num_images} images → {ds.uri}")
 
 
 @app.command()

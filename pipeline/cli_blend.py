@@ -6,21 +6,50 @@ from pathlib import Path
 import typer
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.kinds import Kind
 
 
-def _components(mmc4: float | None, mmc4_variant: str, coyo: float | None, coyo_dataset: str,
-                component: list[str]) -> dict[str, float]:
+def _default(workspace: Path, given: str | None, flag: str, kind: str, selected: bool,
+             what: str, how: str) -> tuple[str, str]:
+    """(dataset, why it was chosen) for --mmc4 / --coyo."""
+    from vilactl.catalog.register import newest_dataset
+
+    if given:
+        return given, "given"
+    name = newest_dataset(workspace, kind, selected)
+    if name is None:
+        raise VilactlError(f"{flag} needs {what} and the catalog has none: {how} (or name one "
+                           f"with {flag}-dataset)")
+    return name, f"the newest {what}"
+
+
+def _components(workspace: Path, mmc4: float | None, mmc4_variant: str, mmc4_dataset: str | None,
+                coyo: float | None, coyo_dataset: str | None,
+                component: list[str]) -> tuple[dict[str, float], dict[str, str]]:
+    """(dataset → weight, dataset → why it was chosen)."""
     weights: dict[str, float] = {}
+    why: dict[str, str] = {}
 
-    def add(name: str, w: float, what: str) -> None:
+    def add(name: str, w: float, what: str, reason: str = "given") -> None:
         if name in weights:
             raise VilactlError(f"dataset {name!r} is named twice ({what})")
-        weights[name] = w
+        weights[name], why[name] = w, reason
 
     if mmc4 is not None:
-        add(f"mmc4_{mmc4_variant}", mmc4, "--mmc4")
+        from vilactl.curation.mmc4_variants import VARIANTS
+
+        if mmc4_variant not in VARIANTS:
+            raise VilactlError(f"--mmc4-variant must be one of {', '.join(VARIANTS)}, got "
+                               f"{mmc4_variant!r}")
+        name, reason = _default(workspace, mmc4_dataset, "--mmc4",
+                                Kind.mmc4_variant(mmc4_variant), False,
+                                f"built MMC4 {mmc4_variant} dataset",
+                                f"run `vilactl build mmc4 --variant {mmc4_variant}`")
+        add(name, mmc4, "--mmc4", reason)
     if coyo is not None:
-        add(coyo_dataset, coyo, "--coyo")
+        name, reason = _default(workspace, coyo_dataset, "--coyo", Kind.COYO_IMAGES, True,
+                                "curated COYO selection", "run `vilactl curate coyo --top-k K`")
+        add(name, coyo, "--coyo", reason)
     for c in component:
         name, sep, w = c.rpartition("=")
         try:
@@ -30,15 +59,19 @@ def _components(mmc4: float | None, mmc4_variant: str, coyo: float | None, coyo_
         if not sep or not name or value is None:
             raise VilactlError(f"--component takes DATASET=WEIGHT, got {c!r}")
         add(name, value, "--component")
-    return weights
+    return weights, why
 
 
 def blend(
-    mmc4: float | None = typer.Option(None, help="Image share of MMC4 samples (the dataset "
-                                                 "mmc4_<variant> made by `vilactl build`)."),
+    mmc4: float | None = typer.Option(None, help="Image share of MMC4 samples: the newest "
+                                                 "dataset `vilactl build mmc4` made of "
+                                                 "--mmc4-variant, unless --mmc4-dataset."),
     mmc4_variant: str = typer.Option("interleaved", help="Which MMC4 variant --mmc4 takes."),
-    coyo: float | None = typer.Option(None, help="Image share of COYO pairs."),
-    coyo_dataset: str = typer.Option("coyo_curated", help="The COYO dataset --coyo takes."),
+    mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes."),
+    coyo: float | None = typer.Option(None, help="Image share of COYO pairs: the newest "
+                                                 "selection `vilactl curate coyo` made of "
+                                                 "downloaded pairs, unless --coyo-dataset."),
+    coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes."),
     component: list[str] = typer.Option(
         [], "--component", help="DATASET=WEIGHT, repeatable: any catalog dataset in the "
                                 "training-sample schema (or downloaded COYO pairs)."),
@@ -68,7 +101,8 @@ def blend(
     from vilactl.pipeline.blend import blend as run
     from vilactl.pipeline.context import console, state
 
-    weights = _components(mmc4, mmc4_variant, coyo, coyo_dataset, component)
+    weights, why = _components(Path(state.workspace), mmc4, mmc4_variant, mmc4_dataset, coyo,
+                               coyo_dataset, component)
     req = BlendRequest(weights=weights, images=images, seed=seed, name=name,
                        coyo_group=coyo_group, allow_upsample=allow_upsample, normalize=normalize,
                        shard_size=shard_size, row_group_size=row_group_size,
@@ -80,4 +114,6 @@ def blend(
     for c in m["components"]:
         console.print(f"  {c['dataset']:<24} asked {c['weight']:.3f}  got "
                       f"{c['achieved_share']:.4f} of {c['unit']}  ({c['num_samples']} samples, "
-                      f"{c['num_images']} images, {c['repeats']} repeats)")
+                      f"{c['num_images']} images, {c['repeats']} repeats; {why[c['dataset']]})")
+    console.print(f"written to [bold]{Path(state.workspace).resolve() / 'blends' / m['name']}"
+                  f"[/bold]; train on it: vilactl train --stage pretrain --blend {m['name']}")

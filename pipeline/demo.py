@@ -18,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from vilactl.base import atomic
+from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.catalog import db, jobs
 from vilactl.catalog.register import finished_run
@@ -68,7 +69,16 @@ class Step:
     needs_ray: bool = False
 
 
+def refuse_foreign(out: Path, flag: str) -> None:
+    """A world folder is replaced whole: never replace something that is not a demo world."""
+    if out.is_symlink() or out.is_file() or (out.is_dir() and any(out.iterdir())
+                                             and not (out / "world.json").is_file()):
+        raise VilactlError(f"{flag} {out}: exists and is not a demo world; give a new or empty "
+                           "folder (a world folder is replaced)")
+
+
 def step_world(ctx: DemoContext) -> dict:
+    refuse_foreign(ctx.world, "world folder")
     with atomic.atomic_dir(ctx.world) as tmp:
         manifest = generate(tmp, ctx.config)
     return {name: c["samples"] for name, c in manifest["counts"].items()}
@@ -141,7 +151,8 @@ def step_download_mmc4(ctx: DemoContext) -> dict:
 
 
 def clip_dir(ctx: DemoContext) -> Path:
-    return ctx.workspace / "models" / "demo-clip"
+    """Absolute: the catalog's checkpoint path must work from any working directory."""
+    return (ctx.workspace / "models" / "demo-clip").resolve()
 
 
 def step_train_clip(ctx: DemoContext) -> dict:
@@ -235,8 +246,6 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
 
     names = [s.name for s in STEPS]
     if until is not None and until not in names:
-        from vilactl.base.errors import VilactlError
-
         raise VilactlError(f"--until must be a demo step: {', '.join(names)}")
     steps = STEPS[:names.index(until) + 1] if until else STEPS
 
@@ -274,7 +283,5 @@ def _config(seed: int, size: str) -> WorldConfig:
     from dataclasses import replace
 
     if size not in PRESETS:
-        from vilactl.base.errors import VilactlError
-
         raise VilactlError(f"unknown demo size {size!r}; choose one of {', '.join(PRESETS)}")
     return replace(PRESETS[size], seed=seed)

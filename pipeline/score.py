@@ -11,8 +11,10 @@ atomically as soon as the shard is complete, so a rerun skips finished shards.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,13 +143,13 @@ def _expected_rows(paths: list[Path]) -> dict[str, int]:
 
 
 def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, info: dict,
-                   batch_size: int, device: str) -> dict:
+                   batch_size: int, device: str, progress: ShardProgress) -> dict:
     import logging
 
     import ray.data
     from ray.data import ActorPoolStrategy
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-operator progress lines
+    logging.getLogger("ray.data").setLevel(logging.ERROR)  # our own bar; no operator lines
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     expected = _expected_rows(paths)
@@ -164,24 +166,75 @@ def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, i
     # left Ray's file-listing task without a slot on a 2-CPU node, and it deadlocked.
     if gpu:  # CPU actors decode in parallel and feed the GPU (each uses one core whatever its
         # token; half a CPU each leaves slots for Ray's own tasks, as above)
-        ds = ds.map_batches(_Preprocess, fn_constructor_args=(spec, preprocess),
-                            batch_size=batch_size, num_cpus=0.5, batch_format="numpy",
-                            compute=ActorPoolStrategy(min_size=1, max_size=_decoders()))
-    ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec, threads, not gpu),
-                        batch_size=batch_size, compute=ActorPoolStrategy(size=actors),
-                        num_cpus=1 if gpu else 0.25, num_gpus=1 if gpu else 0,
-                        batch_format="numpy")
+        with _no_restart_warning():
+            ds = ds.map_batches(_Preprocess, fn_constructor_args=(spec, preprocess),
+                                batch_size=batch_size, num_cpus=0.5, batch_format="numpy",
+                                compute=ActorPoolStrategy(min_size=1, max_size=_decoders()),
+                                max_restarts=0)
+    with _no_restart_warning():
+        ds = ds.map_batches(_ScoreActor, fn_constructor_args=(spec, threads, not gpu),
+                            batch_size=batch_size, compute=ActorPoolStrategy(size=actors),
+                            num_cpus=1 if gpu else 0.25, num_gpus=1 if gpu else 0,
+                            batch_format="numpy", max_restarts=0)
     pending: dict[str, list[dict]] = defaultdict(list)
     counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+        progress.pairs(len(batch["key"]))
         for path in np.unique(batch["path"]):
             sel = batch["path"] == path
             pending[path].append({k: batch[k][sel] for k in ("key", "id", "score")})
             if sum(len(b["key"]) for b in pending[path]) == expected[_norm(path, expected)]:
                 _write_shard(out, Path(_norm(path, expected)), pending.pop(path), info, counts)
+                progress.shard()
     if pending:
         raise RuntimeError(f"scores incomplete for {len(pending)} shard(s)")
     return counts
+
+
+class ShardProgress:
+    """A bar of score files written, with the pairs/s scored so far."""
+
+    def __init__(self, shards: int, console, quiet: bool):
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.bar = Progress(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("shards · {task.fields[rate]}"), TimeElapsedColumn(),
+                            console=console, disable=quiet)
+        self.task = self.bar.add_task("score", total=shards, rate="")
+        self.t0, self.n = time.monotonic(), 0
+
+    def __enter__(self) -> ShardProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.__exit__(*exc)
+
+    def pairs(self, n: int) -> None:
+        self.n += n
+        rate = self.n / max(time.monotonic() - self.t0, 1e-9)
+        self.bar.update(self.task, rate=f"{self.n:,} pairs, {rate:,.0f} pairs/s")
+
+    def shard(self) -> None:
+        self.bar.advance(self.task)
+
+
+@contextlib.contextmanager
+def _no_restart_warning():
+    """Scoring actors are not restarted (max_restarts=0): a crash fails the command, and its
+    rerun resumes from the score files already written. With restarts on, Ray logs at every
+    actor that a restart could lose the constructor arguments Ray Data keeps in the object
+    store. Ray 2.60 deprecates passing actor options as extra keyword arguments, with no named
+    replacement for max_restarts yet: that warning is silenced here, and only here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated")
+        yield
 
 
 def _decoders() -> int:
@@ -251,9 +304,9 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
             if not quiet:
                 console.print(f"scoring {len(todo)} of {len(paths)} shard(s) with "
                               f"{req.spec.model} on {scorer.device}")
-            with ray_session(ray_address):
+            with ray_session(ray_address), ShardProgress(len(todo), console, quiet) as bar:
                 counts = _stream_scores(todo, out, req.spec, scorer.preprocess, info,
-                                        req.batch_size, scorer.device)
+                                        req.batch_size, scorer.device, bar)
         return _dataset(job, req, paths, info, counts, time.monotonic() - t0)
 
 

@@ -191,3 +191,15 @@ class Untouched:
         assert file_tree(self.ws, skip=("catalog.duckdb", ".locks")) == self.files
         if self.catalog:
             assert catalog_snapshot(self.ws) == self.catalog
+
+
+def run_shape(row: dict) -> dict:
+    """What a `runs` row holds, whatever its values: which columns are set, the JSON kinds,
+    a `vilactl …` command, and an error exactly when the run failed."""
+    shape = {k: v is not None for k, v in row.items() if k not in ("status", "error")}
+    for k in ("args", "counts", "versions"):
+        shape[k] = type(json.loads(row[k])).__name__ if row[k] is not None else None
+    shape["command"] = str(row["command"]).startswith("vilactl ")
+    shape["status"] = row["status"] in ("ok", "failed")
+    shape["error_iff_failed"] = (row["error"] is not None) == (row["status"] == "failed")
+    return shape

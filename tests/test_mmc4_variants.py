@@ -64,12 +64,23 @@ def test_shuffled_is_seeded_and_differs_from_interleaved():
     assert sum(x["segments"] != y["segments"] for x, y in zip(a, inter)) >= 15
 
 
-def test_max_images_keeps_the_first_in_sentence_order():
+def test_max_images_keeps_the_first_in_page_order_as_vila():
     rng = np.random.default_rng(3)
     doc, slots = make_doc(rng, n_img=8, n_sent=10)
     [sample] = build(doc, "interleaved", max_images=6)
+    kept = images_in(sample)           # in the sample: placed before their sentences
+    first6 = [f"img{i}".encode() for i in range(6)]
+    assert sorted(kept) == sorted(first6) and count([sample])["images"] == 6
+    assert kept == [f"img{i}".encode() for i in sorted(range(6), key=lambda i: (slots[i], i))]
+    assert sorted(slots[:6]) != sorted(slots)[:6]   # this document tells the two rules apart
+
+
+def test_max_images_sentence_order_option():
+    rng = np.random.default_rng(3)
+    doc, slots = make_doc(rng, n_img=8, n_sent=10)
+    [sample] = build(doc, "interleaved", max_images=6, image_order="sentence")
     kept = images_in(sample)
-    first6 = [f"img{i}".encode() for i in np.argsort(slots)[:6]]
+    first6 = [f"img{i}".encode() for i in np.argsort(slots, kind="stable")[:6]]
     assert kept == first6 and count([sample])["images"] == 6
 
 
