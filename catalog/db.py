@@ -128,12 +128,19 @@ def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
 @contextlib.contextmanager
 def reader(workspace: str | Path, config: dict | None = None
            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection; an older catalog is first brought up to date (briefly taking the
+    write lock), so that readers always see the current column names."""
     path = catalog_path(workspace)
     if not path.exists():
         raise VilactlError(f"{path}: no catalog here; run `vilactl init` (or pass --workspace)")
     con = _connect(path, read_only=True, wait_s=lock_wait(), config=config)
     try:
-        _check_version(path, _version(con))
+        version = _version(con)
+        _check_version(path, version)
+        if version < SCHEMA_VERSION:
+            con.close()
+            init(workspace)
+            con = _connect(path, read_only=True, wait_s=lock_wait(), config=config)
         yield con
     finally:
         con.close()

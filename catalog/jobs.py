@@ -84,11 +84,11 @@ class Job:
         """Run fn(con) in the job's final transaction, beside the run's `ok` row."""
         self._commits.append(fn)
 
-    def dataset(self, ds: Dataset, shards: list[Shard], text_tokens: int | None = None) -> None:
-        """Record the dataset this job made (its shards, view and text tokens) at the commit;
+    def dataset(self, ds: Dataset, shards: list[Shard], text_words: int | None = None) -> None:
+        """Record the dataset this job made (its shards, view and text words) at the commit;
         it replaces one of the same name — the job refused that already unless --replace."""
         self.commit(lambda con: record_dataset(con, ds, shards, self.run.id, replace=True,
-                                               text_tokens=text_tokens))
+                                               text_words=text_words))
 
 
 @contextlib.contextmanager

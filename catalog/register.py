@@ -105,8 +105,8 @@ def dataset_row(con: duckdb.DuckDBPyConnection, name: str) -> dict | None:
 
 
 def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Shard],
-                   run_id: str, replace: bool = False, text_tokens: int | None = None) -> None:
-    """Insert a dataset, its shards and its view (and its text tokens, when counted).
+                   run_id: str, replace: bool = False, text_words: int | None = None) -> None:
+    """Insert a dataset, its shards and its view (and its text words, when counted).
     Re-registering a name needs replace=True (jobs check names before they start)."""
     if dataset_row(con, ds.name) is not None:
         if not replace:
@@ -134,8 +134,8 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
         listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
         con.execute(f'CREATE OR REPLACE VIEW "{view}" AS '
                     f"SELECT * FROM read_parquet([{listing}])")
-    if text_tokens is not None:
-        set_text_tokens(con, ds.name, text_tokens)
+    if text_words is not None:
+        set_text_words(con, ds.name, text_words)
 
 
 def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
@@ -197,8 +197,8 @@ def mark_interrupted(con: duckdb.DuckDBPyConnection, target: str, by_run: str) -
                 [now(), f"interrupted before finishing; followed by run {by_run}", target])
 
 
-def set_text_tokens(con: duckdb.DuckDBPyConnection, dataset: str, tokens: int) -> None:
-    con.execute("UPDATE datasets SET num_text_tokens = ? WHERE name = ?", [tokens, dataset])
+def set_text_words(con: duckdb.DuckDBPyConnection, dataset: str, tokens: int) -> None:
+    con.execute("UPDATE datasets SET num_text_words = ? WHERE name = ?", [tokens, dataset])
 
 
 def record_selection(con: duckdb.DuckDBPyConnection, name: str, dataset: str, score_expr: str,
@@ -225,16 +225,16 @@ def record_blend(con: duckdb.DuckDBPyConnection, manifest: dict, uri: str,
     name = manifest["name"]
     con.execute("DELETE FROM blend_components WHERE blend = ?", [name])
     con.execute("DELETE FROM blends WHERE name = ?", [name])
-    con.execute("INSERT INTO blends (name, uri, seed, num_samples, num_images, num_text_tokens, "
+    con.execute("INSERT INTO blends (name, uri, seed, num_samples, num_images, num_text_words, "
                 "params, run_id, created_at, parents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [name, uri, manifest["seed"], manifest["num_samples"], manifest["num_images"],
-                 manifest["num_text_tokens"], json.dumps(manifest["params"], sort_keys=True),
+                 manifest["num_text_words"], json.dumps(manifest["params"], sort_keys=True),
                  run_id, now(), parents])
     con.executemany(
         "INSERT INTO blend_components (blend, dataset, weight, achieved_share, num_samples, "
-        "num_images, repeats, unit, num_text_tokens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "num_images, repeats, unit, num_text_words) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [[name, c["dataset"], c["weight"], c["achieved_share"], c["num_samples"],
-          c["num_images"], c["repeats"], c["unit"], c["num_text_tokens"]]
+          c["num_images"], c["repeats"], c["unit"], c["num_text_words"]]
          for c in manifest["components"]])
 
 

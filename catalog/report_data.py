@@ -19,7 +19,7 @@ def _dicts(rel: duckdb.DuckDBPyRelation) -> list[dict]:
 
 
 def datasets(con) -> list[dict]:
-    return _dicts(con.sql("SELECT name, kind, num_samples, num_images, num_text_tokens, parents "
+    return _dicts(con.sql("SELECT name, kind, num_samples, num_images, num_text_words, parents "
                           "FROM datasets ORDER BY created_at"))
 
 

@@ -125,6 +125,13 @@ MIGRATIONS: dict[int, list[str]] = {
         # `incomplete` when the next run of the same output starts.
         "ALTER TABLE runs ADD COLUMN target VARCHAR",
     ],
+    6: [
+        # `num_text_tokens` counted whitespace-separated words, not a tokenizer's tokens: the
+        # columns say so now (the one rename the catalog has made; see docs/catalog.md).
+        "ALTER TABLE datasets RENAME COLUMN num_text_tokens TO num_text_words",
+        "ALTER TABLE blends RENAME COLUMN num_text_tokens TO num_text_words",
+        "ALTER TABLE blend_components RENAME COLUMN num_text_tokens TO num_text_words",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

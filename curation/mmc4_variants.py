@@ -135,4 +135,4 @@ def count(samples: list[dict]) -> dict:
     segs = [s for smp in samples for s in smp["segments"]]
     return {"samples": len(samples), "images": sum(s["image"] is not None for s in segs),
             "sentences": sum(s["text"] is not None for s in segs),
-            "text_tokens": sum(len(s["text"].split()) for s in segs if s["text"] is not None)}
+            "text_words": sum(len(s["text"].split()) for s in segs if s["text"] is not None)}

@@ -171,7 +171,7 @@ def _scatter(sources: list[Source], p: Plan, req: BlendRequest, buckets: Buckets
 
 def _gather(tmp: Path, p: Plan, req: BlendRequest, buckets: Buckets, quiet: bool,
             stats: dict[str, Counter]) -> list[dict]:
-    """Write the output shards in place order, two at a time; images and text tokens counted
+    """Write the output shards in place order, two at a time; images and text words counted
     per shard and per component."""
     def write(j: int) -> tuple[dict, dict]:
         table = merge_groups(buckets.take(j))
@@ -182,7 +182,7 @@ def _gather(tmp: Path, p: Plan, req: BlendRequest, buckets: Buckets, quiet: bool
         per = {name: (int(images[comp == name].sum()), int(words[comp == name].sum()))
                for name in np.unique(comp)}
         return {"file": path.name, "rows": table.num_rows, "images": int(images.sum()),
-                "text_tokens": int(words.sum()), "bytes": path.stat().st_size,
+                "text_words": int(words.sum()), "bytes": path.stat().st_size,
                 "sha256": atomic.sha256_file(path)}, per
 
     n_out = -(-p.num_samples // req.shard_size)
@@ -192,7 +192,7 @@ def _gather(tmp: Path, p: Plan, req: BlendRequest, buckets: Buckets, quiet: bool
                                                  transient=True)):
         out.append(shard)
         for name, (images, words) in per.items():
-            stats[name].update(images=images, text_tokens=words)
+            stats[name].update(images=images, text_words=words)
     return out
 
 
@@ -201,7 +201,7 @@ def _components(p: Plan, sources: list[Source], stats: dict) -> list[dict]:
              "target_units": d.target, "units": d.units,
              "achieved_share": p.achieved_share(d), "num_samples": d.num_samples,
              "num_rows_drawn": len(d.rows), "num_images": d.images, "repeats": d.repeats,
-             "group": d.group, "num_text_tokens": stats[d.dataset]["text_tokens"]}
+             "group": d.group, "num_text_words": stats[d.dataset]["text_words"]}
             for d, s in zip(p.draws, sources)]
 
 
@@ -235,7 +235,7 @@ def blend(workspace: Path, req: BlendRequest, quiet: bool = False) -> dict:
                     "components": _components(p, sources, stats), "shards": shards,
                     "num_samples": sum(s["rows"] for s in shards),
                     "num_images": sum(s["images"] for s in shards),
-                    "num_text_tokens": sum(s["text_tokens"] for s in shards)}
+                    "num_text_words": sum(s["text_words"] for s in shards)}
         atomic.write_text(tmp / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         _record(job, manifest)
     return manifest
@@ -245,14 +245,14 @@ def _record(job, m: dict) -> None:
     folder = job.folder
     shards = [Shard(path=resolve(folder / s["file"]), rows=s["rows"], bytes=s["bytes"],
                     checksum=s["sha256"], counts={"images": s["images"],
-                                                  "text_tokens": s["text_tokens"]})
+                                                  "text_words": s["text_words"]})
               for s in m["shards"]]
     parents = [c["dataset"] for c in m["components"]]
     ds = Dataset(name=m["name"], kind=Kind.BLEND, format="parquet", uri=resolve(folder),
                  num_samples=m["num_samples"], num_images=m["num_images"], num_texts=None,
                  num_bytes=sum(s.bytes for s in shards), parents=parents, params=m["params"])
     job.counts.update(samples=m["num_samples"], images=m["num_images"],
-                      text_tokens=m["num_text_tokens"])
+                      text_words=m["num_text_words"])
 
-    job.dataset(ds, shards, text_tokens=m["num_text_tokens"])
+    job.dataset(ds, shards, text_words=m["num_text_words"])
     job.commit(lambda con: record_blend(con, m, resolve(folder), parents, job.run.id))

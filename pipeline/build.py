@@ -3,7 +3,7 @@
 Each shard of a downloaded MMC4 dataset (kind mmc4-images) is filtered (mmc4-core style,
 counted per reason) and turned into one variant (curation/mmc4_variants.py) by a Ray task that
 writes `part-<shard>.parquet` in the training-sample schema. The folder is renamed into place
-when every shard is done; the dataset (kind `mmc4-<variant>`, with its counts and text tokens)
+when every shard is done; the dataset (kind `mmc4-<variant>`, with its counts and text words)
 and the run land in the catalog in one transaction.
 """
 from __future__ import annotations
@@ -107,7 +107,7 @@ def _dataset(job, req, paths, results, args) -> Dataset:
                  num_images=total["images"], num_texts=total["sentences"],
                  num_bytes=sum(s.bytes for s in shards), parents=[req.dataset], params=args)
     job.counts.update({**dict(total), "dropped": dict(sorted(dropped.items()))})
-    job.dataset(ds, shards, text_tokens=total["text_tokens"])
+    job.dataset(ds, shards, text_words=total["text_words"])
     return ds
 
 

@@ -109,7 +109,7 @@ def blend(
                        memory_bytes=int(memory_gb * (1 << 30)), replace=replace)
     m = run(Path(state.workspace), req, quiet=not console.is_terminal)
     console.print(f"blend [bold]{m['name']}[/bold]: {m['num_samples']} samples, "
-                  f"{m['num_images']} images, {m['num_text_tokens']} text tokens, "
+                  f"{m['num_images']} images, {m['num_text_words']} text words, "
                   f"{len(m['shards'])} shard(s)")
     for c in m["components"]:
         console.print(f"  {c['dataset']:<24} asked {c['weight']:.3f}  got "

@@ -11,7 +11,7 @@ def _report(ds, counts, skipped) -> None:
 
     console.print(f"registered [bold]{ds.name}[/bold]: {counts['samples']} samples, "
                   f"{counts['images']} images, {counts['turns']} turns, "
-                  f"{counts['text_tokens']} text tokens"
+                  f"{counts['text_words']} text words"
                   + (f"; skipped {sum(skipped.values())} ({dict(skipped)})" if skipped else ""))
 
 

@@ -3,7 +3,7 @@
 Records stream in (a JSON array is parsed incrementally with ijson; JSONL and Parquet row by
 row) and stream out as Parquet shards of `shard_size` samples, so memory holds one shard, not
 the file. Shards go to a temp folder renamed into place when every record converted; the
-dataset (samples, images, turns, text tokens) and the run land in one catalog transaction. A bad
+dataset (samples, images, turns, text words) and the run land in one catalog transaction. A bad
 record stops everything with `FILE: record ID: problem`, unless --skip-bad skips and counts it.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ class ShardWriter:
                       texts=sum(s["text"] is not None for s in segs),
                       turns=sum(1 for i, s in enumerate(segs)
                                 if i == 0 or s["role"] != segs[i - 1]["role"]),
-                      text_tokens=sum(len(s["text"].split()) for s in segs if s["text"]))
+                      text_words=sum(len(s["text"].split()) for s in segs if s["text"]))
         self.rows.append(sample)
         self.counts.update(one)
         self.shard_counts.update(one)
@@ -111,7 +111,7 @@ def _dataset(name: str, kind: str, job: jobs.Job, writer: ShardWriter, skipped: 
                  num_samples=c["samples"], num_images=c["images"], num_texts=c["texts"],
                  num_bytes=sum(s.bytes for s in shards), params={**args, "turns": c["turns"]})
     job.counts.update({**c, "skipped": dict(skipped)})
-    job.dataset(ds, shards, text_tokens=c["text_tokens"])
+    job.dataset(ds, shards, text_words=c["text_words"])
     return ds
 
 

@@ -97,12 +97,12 @@ def test_every_catalog_doc_query_runs(demo_ws):
 
 
 def test_mmc4_variants_compare_in_one_query_and_keep_images_in_place(demo_ws):
-    rows = sql(demo_ws, "SELECT kind, num_samples, num_images, num_text_tokens FROM "
+    rows = sql(demo_ws, "SELECT kind, num_samples, num_images, num_text_words FROM "
                              "datasets WHERE kind IN ('mmc4-interleaved', 'mmc4-after', "
                              "'mmc4-shuffled', 'mmc4-pairs') ORDER BY kind")
     assert [r["kind"] for r in rows] == ["mmc4-after", "mmc4-interleaved", "mmc4-pairs",
                                          "mmc4-shuffled"]
-    assert len({r["num_text_tokens"] for r in rows if r["kind"] != "mmc4-pairs"}) == 1
+    assert len({r["num_text_words"] for r in rows if r["kind"] != "mmc4-pairs"}) == 1
     # Every image of the interleaved variant sits right before its matched sentence.
     import pyarrow.parquet as pq
 

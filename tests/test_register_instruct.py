@@ -68,10 +68,10 @@ def test_llava_records_convert_exactly(llava_files, tmp_path):
                          ("assistant", "The first is red, the second blue.", None)]
     assert got["c3"] == [("system", "Be brief.", None), ("user", "Name a colour.", None),
                          ("assistant", "Green.", None)]
-    row = sql(ws, "SELECT kind, num_samples, num_images, num_text_tokens, "
+    row = sql(ws, "SELECT kind, num_samples, num_images, num_text_words, "
                   "params->>'turns' AS turns FROM datasets")
     assert row == [{"kind": "instruct-llava", "num_samples": 3, "num_images": 3,
-                    "num_text_tokens": 27, "turns": "9"}]
+                    "num_text_words": 27, "turns": "9"}]
     shard = sql(ws, "SELECT counts->>'turns' AS turns, counts->>'images' AS images FROM shards")
     assert shard == [{"turns": "9", "images": "3"}]
 
