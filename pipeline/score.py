@@ -53,12 +53,19 @@ class ScoreRequest:
 
 
 def _source(workspace: Path, req: ScoreRequest) -> list[Path]:
+    import pyarrow.parquet as pq
+
     row, found = dataset_shards(workspace, req.dataset)
     paths = [Path(p) for p in found]
     if row["kind"] not in SCORABLE or row["format"] != "parquet":
         raise VilactlError(f"dataset {req.dataset!r} ({row['kind']}, {row['format']}) has no "
                            "images to score; download it first (vilactl download coyo "
                            f"--from-dataset {req.dataset})")
+    for p in paths[:1]:
+        missing = {"key", "id", "image", "text"} - set(pq.read_schema(p).names)
+        if missing:
+            raise VilactlError(f"{p}: no column {', '.join(sorted(missing))}: not COYO pairs "
+                               "with images")
     return paths
 
 

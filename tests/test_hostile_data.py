@@ -150,21 +150,21 @@ def test_a_deeply_nested_score_is_one_line(registered):
 
 
 def test_llava_image_field_of_the_wrong_type(guard, tmp_path):
-    (tmp_path / "img").mkdir()
-    for image in (5, [1], {"a": "b.png"}):
-        rec = {"id": "r", "image": image, "conversations": [
-            {"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "ho"}]}
-        (tmp_path / "l.json").write_text(json.dumps([rec]))
-        one_line_error(run_cli("register", "llava", "--json", str(tmp_path / "l.json"),
-                               "--images", str(tmp_path / "img"), workspace=guard.ws),
-                       "record r: image must be a path or a list of paths")
-    for turn in ({"from": {"x": 1}, "value": "hi"}, {"from": "human", "value": 5}):
-        rec = {"id": "t", "conversations": [turn, {"from": "gpt", "value": "ho"}]}
-        (tmp_path / "l.json").write_text(json.dumps([rec]))
-        one_line_error(run_cli("register", "llava", "--json", str(tmp_path / "l.json"),
-                               "--images", str(tmp_path / "img"), workspace=guard.ws),
-                       "record t: a turn needs 'from' and 'value' strings")
-    guard.check()
+    inputs = tmp_path / "inputs"
+    (inputs / "img").mkdir(parents=True)
+    records = [{"id": "r", "image": image, "conversations": [
+        {"from": "human", "value": "<image> hi"}, {"from": "gpt", "value": "ho"}]}
+        for image in (5, [1], {"a": "b.png"})]
+    records += [{"id": "t", "conversations": [turn, {"from": "gpt", "value": "ho"}]}
+                for turn in ({"from": {"x": 1}, "value": "hi"}, {"from": "human", "value": 5})]
+    guard.snap()
+    for rec in records:
+        (inputs / "l.json").write_text(json.dumps([rec]))
+        needle = ("record r: image must be a path or a list of paths" if rec["id"] == "r" else
+                  "record t: a turn needs 'from' and 'value' strings")
+        one_line_error(run_cli("register", "llava", "--json", str(inputs / "l.json"),
+                               "--images", str(inputs / "img"), workspace=guard.ws), needle)
+        guard.check()
 
 
 def test_text_instruct_sample_counts_records_not_lines(guard, tmp_path):

@@ -48,6 +48,8 @@ def _failures(ws, tmp_path, coyo_rows, ray_head):
     wrong = tmp_path / "wrong.parquet"
     pq.write_table(pa.table({"x": [1]}), wrong)
     clip = sql(ws, "SELECT path FROM checkpoints WHERE id = 'demo-clip'")[0]["path"]
+    (ws / "datasets" / "sc2").mkdir(parents=True)            # scores of something else
+    (ws / "datasets" / "sc2" / "score.json").write_text("{}")
     cfg = yaml.safe_load((CONFIG_DIR / "debug.yaml").read_text())
     cfg["data"].update(max_length=40, overflow="error")
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(cfg))
@@ -57,7 +59,7 @@ def _failures(ws, tmp_path, coyo_rows, ray_head):
         (["register", "mmc4", "--docs", str(bad_json), "--name", "m2"], "malformed JSON"),
         (["register", "samples", "--data", str(wrong), "--name", "s2"], "missing column"),
         (["download", "coyo", "--metadata", str(meta), "--name", "d2"], "occur more than once"),
-        (["score", "coyo_curated", "--name", "coyo_scores", "--model", "vilactl-demo-clip",
+        (["score", "coyo_curated", "--name", "sc2", "--model", "vilactl-demo-clip",
           "--pretrained", clip], "holds scores from another model or input"),
         ([*ray, "build", "mmc4", "--variant", "pairs", "--dataset", "not_mmc4", "--name", "b2"],
          "build failed on shard"),
