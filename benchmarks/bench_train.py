@@ -1,27 +1,41 @@
-"""Packed training loop vs a padded loop over transformers' LlavaForConditionalGeneration, one run.
+"""Two measurements of the trainer, one run each.
 
-Same tiny model on both sides (HF CLIP vision tower 64 px / patch 8, mlp2x_gelu projector, a
-4-layer Llama; vision frozen, projector + LLM trained with AdamW — the pretraining stage), same
-synthetic documents shaped like the demo's MMC4 samples (1–4 images of 64 tokens, 10–80 text
-tokens around each):
-  llava    batches in data order padded to their longest (LLaVA's default collator),
-           LlavaForConditionalGeneration(labels=…) forward/backward/step
-  vilactl  train.packing rows of max_length (block-diagonal mask, restarting positions),
-           VLM forward + token-weighted loss, same optimizer
-Both see the same examples at the same tokens per step. Prints real (non-padding) tokens/s,
-padding shares and the ratio (goal ≥ 1.3×).
+1. Data path alone, 1 vs 4 decoding workers (train/loader.py): a Parquet blend of JPEG pairs
+   shaped like VILA's pretraining data (384 px JPEGs resized to CLIP-L/336, captions of 20-60
+   words, 576 tokens per image, rows of 4096 tokens, 4 rows per micro-batch, no mask as with
+   flash-attention) read, tokenised, packed and decoded into batches by `rank_batches` with no
+   model. Prints samples/s for 1 and 4 workers (and inline, 0) and the ratio 4/1 (goal >= 3x on
+   4 cores; on fewer cores the ratio is bounded by the cores, and the machine's count is
+   printed with it).
+2. Packed training loop vs a padded loop over transformers' LlavaForConditionalGeneration.
+   Same tiny model on both sides (HF CLIP vision tower 64 px / patch 8, mlp2x_gelu projector, a
+   4-layer Llama; vision frozen, projector + LLM trained with AdamW — the pretraining stage),
+   same synthetic documents shaped like the demo's MMC4 samples (1–4 images of 64 tokens, 10–80
+   text tokens around each):
+     llava    batches in data order padded to their longest (LLaVA's default collator),
+              LlavaForConditionalGeneration(labels=…) forward/backward/step
+     vilactl  train.packing rows of max_length (block-diagonal mask, restarting positions),
+              VLM forward + token-weighted loss, same optimizer
+   Both see the same examples at the same tokens per step. Prints real (non-padding) tokens/s,
+   padding shares and the ratio (goal ≥ 1.3×).
 
-    python benchmarks/bench_train.py [STEPS]
+    python benchmarks/bench_train.py [STEPS] [DATA_BATCHES]
 """
 from __future__ import annotations
 
+import functools
+import io
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+DATA_BATCHES = int(sys.argv[2]) if len(sys.argv) > 2 else 24
 MAX_LEN, ROWS = 512, 4
 VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               image_size=64, patch_size=8, projection_dim=64)
@@ -50,6 +64,69 @@ def examples(n: int, tokens_per_image: int):
         labels[0] = IGNORE
         out.append(Example(f"s{i}", ids, labels, images[:n_img]))
     return out
+
+
+def _blend(folder: Path, n: int = 400) -> tuple[str, list[str]]:
+    """n JPEG pairs (384 px, smooth colour fields with noise: JPEG-realistic) as a shard."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from vilactl.curation.records import sample_table, segment
+
+    rng = np.random.default_rng(0)
+    words = "a red blue green photo of the small large dog cat car tree house on in".split()
+    yy, xx = np.mgrid[0:384, 0:384] / 384.0
+    rows, captions = [], []
+    for i in range(n):
+        c = rng.random((3, 3))
+        img = np.stack([c[k, 0] * xx + c[k, 1] * yy + c[k, 2] for k in range(3)], -1)
+        img = np.clip(img * 120 + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        text = " ".join(rng.choice(words, int(rng.integers(20, 60))))
+        captions.append(text)
+        rows.append({"sample_id": f"b{i}", "source": "bench",
+                     "segments": [segment("user", image=buf.getvalue()),
+                                  segment("user", text)]})
+    path = folder / "part-00000.parquet"
+    pq.write_table(sample_table(rows), path)
+    return str(path), captions
+
+
+def data_path() -> None:
+    from vilactl.train.data import BlendStream
+    from vilactl.train.loader import Decoder, rank_batches
+    from vilactl.train.sequences import SequenceBuilder
+    from vilactl.train.tokenizer import image_token_id, load_tokenizer, train_demo_tokenizer
+    from vilactl.train.vision_tower import preprocess_image
+
+    length, rows, per_image = 4096, 4, 576
+    with tempfile.TemporaryDirectory() as tmp:
+        path, captions = _blend(Path(tmp))
+        tok = load_tokenizer(train_demo_tokenizer(captions, Path(tmp) / "tok"))
+        stream = BlendStream([path], SequenceBuilder(tok, image_token_id(tok), per_image,
+                                                     length))
+        decoder = Decoder(functools.partial(preprocess_image, size=336), length,
+                          tok.pad_token_id, packing=True, with_mask=False)
+        rates = {}
+        for workers in (0, 1, 4):
+            it = rank_batches(lambda: stream.plans(rows, length, True, 256), decoder, 0, 0, 1,
+                              workers)
+            next(it)                        # worker start-up is not the steady rate
+            t0, n = time.perf_counter(), 0
+            for _ in range(DATA_BATCHES):
+                n += len(next(it).sample_ids)
+            rates[workers] = n / (time.perf_counter() - t0)
+            it.close()
+    cores = len(os.sched_getaffinity(0))
+    print(f"data path: {DATA_BATCHES} micro-batches of {rows} rows x {length} tokens "
+          f"(~{n / DATA_BATCHES:.0f} image-text samples each, 384 px JPEG -> 336), "
+          f"{cores} CPU cores")
+    for workers, rate in rates.items():
+        print(f"  {workers} worker(s) {'(inline)' if not workers else ''}"
+              f"{rate:10.1f} samples/s")
+    print(f"ratio 4 workers / 1 worker: {rates[4] / rates[1]:.2f}x  (goal >= 3x on 4 cores; "
+          f"this machine has {cores})")
 
 
 def ours():
@@ -93,6 +170,11 @@ def run(step_fn, batches, params) -> tuple[float, float]:
 
 
 def main() -> None:
+    data_path()
+    packed_vs_llava()
+
+
+def packed_vs_llava() -> None:
     from vilactl.train.model import token_losses
     from vilactl.train.packing import collate_padded, packed_batches
 
