@@ -15,7 +15,7 @@ from vilactl.train.data import BlendStream
 from vilactl.train.loader import Decoder, rank_batches
 from vilactl.train.sequences import SequenceBuilder
 from vilactl.train.tokenizer import image_token_id, load_tokenizer, train_demo_tokenizer
-from vilactl.train.vision_tower import preprocess_image
+from vilactl.train.vision_tower import image_uint8, preprocess_image
 
 WORDS = "red blue green yellow circle square triangle star left right top bottom one two".split()
 TOKENS_PER_IMAGE = 4
@@ -71,6 +71,7 @@ def _take(it, n):
 
 
 def _same(a, b) -> bool:
+    a, b = a.to("cpu"), b.to("cpu")        # uint8 pixels become floats
     return (torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
             and (a.pixels is None) == (b.pixels is None)
             and (a.pixels is None or torch.equal(a.pixels, b.pixels)))
@@ -79,8 +80,11 @@ def _same(a, b) -> bool:
 def test_ranks_split_one_stream_and_workers_change_nothing(tok, shard):
     _, decoder, plans = _source(tok, shard)
     whole = _take(rank_batches(plans, decoder, 0, 0, 1, workers=0), 12)
-    r0 = _take(rank_batches(plans, decoder, 0, 0, 2, workers=2), 6)
-    r1 = _take(rank_batches(plans, decoder, 0, 1, 2, workers=1), 6)
+    # workers ship uint8 pixels (what the trainer uses); on the device they equal the floats
+    small = Decoder(functools.partial(image_uint8, size=16), decoder.max_length, decoder.pad_id)
+    r0 = _take(rank_batches(plans, small, 0, 0, 2, workers=2), 6)
+    r1 = _take(rank_batches(plans, small, 0, 1, 2, workers=1), 6)
+    assert r0[0].pixels.dtype == torch.uint8
     # rank r runs micro-batches r, r + 2, …: together exactly the single process's batches
     assert all(_same(a, b) for a, b in zip(whole[0::2], r0))
     assert all(_same(a, b) for a, b in zip(whole[1::2], r1))

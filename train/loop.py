@@ -201,4 +201,7 @@ def _summary(history: list[dict], seconds: float) -> dict:
             "loss_drop": 1 - last / first if first else 0.0,
             "tokens_per_s": sum(r["tokens_per_s"] for r in history) / len(history),
             "padding_share": sum(r["padding_share"] for r in history) / len(history),
+            # time blocked on the next micro-batches after the first step (start-up aside):
+            # near 0 when the decoding workers keep ahead of the model
+            "data_wait_share": sum(r["data_wait_s"] for r in history[1:]) / seconds,
             "seconds": seconds}

@@ -29,12 +29,20 @@ class TowerSpec:
     layer: int = -2
 
 
-def preprocess_image(image, size: int) -> torch.Tensor:
-    """PIL image → [3, size, size] float in [0, 1] (RGB, bicubic resize), unnormalised."""
+def image_uint8(image, size: int) -> torch.Tensor:
+    """PIL image → [3, size, size] uint8 (RGB, bicubic resize). What DataLoader workers send:
+    a quarter of the bytes of float pixels; `Batch.to` makes them floats on the device."""
     from PIL import Image
 
     image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    # HWC → CHW on the uint8 pixels, contiguous: stacking strided float images into a batch
+    # cost more than decoding them
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def preprocess_image(image, size: int) -> torch.Tensor:
+    """PIL image → [3, size, size] float in [0, 1] (RGB, bicubic resize), unnormalised."""
+    return image_uint8(image, size).float().div_(255.0)
 
 
 class VisionTower(nn.Module):
@@ -65,9 +73,9 @@ class VisionTower(nn.Module):
 
     @property
     def image_preprocessor(self):
-        """`preprocess` as a small picklable callable (DataLoader workers get this, not the
-        tower's weights)."""
-        return functools.partial(preprocess_image, size=self.image_size)
+        """For DataLoader workers: a small picklable callable (not the tower's weights) giving
+        uint8 pixels; `preprocess`'s floats are these / 255."""
+        return functools.partial(image_uint8, size=self.image_size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = (pixels - self.mean) / self.std
