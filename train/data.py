@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
+from vilactl.curation.errors import VilactlError
 from vilactl.train.packing import packed_rows, padded_groups
 from vilactl.train.sequences import Example, SequenceBuilder
 
@@ -62,7 +63,8 @@ class BlendStream:
                 n += 1
                 yield ex
             if n == 0:
-                raise ValueError("the blend has no usable samples")
+                raise VilactlError(f"the blend has no usable samples ({dict(self.skipped)}): "
+                                   "none has a token to train on")
             epoch += 1
 
     def plans(self, micro_batch_size: int, max_length: int, packing: bool,
