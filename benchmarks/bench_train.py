@@ -1,27 +1,41 @@
-"""Packed training loop vs a padded loop over transformers' LlavaForConditionalGeneration, one run.
+"""Two measurements of the trainer, one run each.
 
-Same tiny model on both sides (HF CLIP vision tower 64 px / patch 8, mlp2x_gelu projector, a
-4-layer Llama; vision frozen, projector + LLM trained with AdamW — the pretraining stage), same
-synthetic documents shaped like the demo's MMC4 samples (1–4 images of 64 tokens, 10–80 text
-tokens around each):
-  llava    batches in data order padded to their longest (LLaVA's default collator),
-           LlavaForConditionalGeneration(labels=…) forward/backward/step
-  vilactl  train.packing rows of max_length (block-diagonal mask, restarting positions),
-           VLM forward + token-weighted loss, same optimizer
-Both see the same examples at the same tokens per step. Prints real (non-padding) tokens/s,
-padding shares and the ratio (goal ≥ 1.3×).
+1. Data path alone, 1 vs 4 decoding workers (train/loader.py): a Parquet blend of JPEG pairs
+   shaped like VILA's pretraining data (384 px JPEGs resized to CLIP-L/336, captions of 20-60
+   words, 576 tokens per image, rows of 4096 tokens, 4 rows per micro-batch, no mask as with
+   flash-attention) read, tokenised, packed and decoded into batches by `rank_batches` with no
+   model. Prints samples/s for 1 and 4 workers (and inline, 0) and the ratio 4/1 (goal >= 3x on
+   4 cores; on fewer cores the ratio is bounded by the cores, and the machine's count is
+   printed with it).
+2. Packed training loop vs a padded loop over transformers' LlavaForConditionalGeneration.
+   Same tiny model on both sides (HF CLIP vision tower 64 px / patch 8, mlp2x_gelu projector, a
+   4-layer Llama; vision frozen, projector + LLM trained with AdamW — the pretraining stage),
+   same synthetic documents shaped like the demo's MMC4 samples (1–4 images of 64 tokens, 10–80
+   text tokens around each):
+     llava    batches in data order padded to their longest (LLaVA's default collator),
+              LlavaForConditionalGeneration(labels=…) forward/backward/step
+     vilactl  train.packing rows of max_length (block-diagonal mask, restarting positions),
+              VLM forward + token-weighted loss, same optimizer
+   Both see the same examples at the same tokens per step. Prints real (non-padding) tokens/s,
+   padding shares and the ratio (goal ≥ 1.3×).
 
-    python benchmarks/bench_train.py [STEPS]
+    python benchmarks/bench_train.py [STEPS] [DATA_BATCHES]
 """
 from __future__ import annotations
 
+import functools
+import io
+import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
 STEPS = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+DATA_BATCHES = int(sys.argv[2]) if len(sys.argv) > 2 else 24
 MAX_LEN, ROWS = 512, 4
 VISION = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
               image_size=64, patch_size=8, projection_dim=64)
@@ -50,6 +64,93 @@ def examples(n: int, tokens_per_image: int):
         labels[0] = IGNORE
         out.append(Example(f"s{i}", ids, labels, images[:n_img]))
     return out
+
+
+def _blend(folder: Path, n: int = 400) -> tuple[str, list[str]]:
+    """n JPEG pairs (384 px, smooth colour fields with noise: JPEG-realistic) as a shard."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from vilactl.curation.records import sample_table, segment
+
+    rng = np.random.default_rng(0)
+    words = "a red blue green photo of the small large dog cat car tree house on in".split()
+    yy, xx = np.mgrid[0:384, 0:384] / 384.0
+    rows, captions = [], []
+    for i in range(n):
+        c = rng.random((3, 3))
+        img = np.stack([c[k, 0] * xx + c[k, 1] * yy + c[k, 2] for k in range(3)], -1)
+        img = np.clip(img * 120 + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=90)
+        text = " ".join(rng.choice(words, int(rng.integers(20, 60))))
+        captions.append(text)
+        rows.append({"sample_id": f"b{i}", "source": "bench",
+                     "segments": [segment("user", image=buf.getvalue()),
+                                  segment("user", text)]})
+    path = folder / "part-00000.parquet"
+    pq.write_table(sample_table(rows), path)
+    return str(path), captions
+
+
+def _rate(stream, decoder, rows: int, length: int, workers: int) -> tuple[float, float]:
+    """(samples/s, training-process CPU ms per sample) of `rank_batches` with `workers`."""
+    from vilactl.train.loader import rank_batches
+
+    it = rank_batches(lambda: stream.plans(rows, length, True, 256), decoder, 0, 0, 1, workers)
+    next(it)                                # worker start-up is not the steady rate
+    c0, t0, n = time.process_time(), time.perf_counter(), 0
+    for _ in range(DATA_BATCHES):
+        n += len(next(it).sample_ids)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    it.close()
+    return n / wall, cpu / n * 1e3
+
+
+def _decode_cost(stream, decoder, rows: int, length: int) -> float:
+    """CPU ms per sample of what a worker does (decode + resize + collate), one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                # as in a DataLoader worker
+    plans = stream.plans(rows, length, True, 256)
+    work = [next(plans) for _ in range(6)]
+    t0 = time.process_time()
+    n = sum(len(decoder[p].sample_ids) for p in work)
+    torch.set_num_threads(threads)
+    return (time.process_time() - t0) / n * 1e3
+
+
+def data_path() -> None:
+    from vilactl.train.data import BlendStream
+    from vilactl.train.loader import Decoder
+    from vilactl.train.sequences import SequenceBuilder
+    from vilactl.train.tokenizer import image_token_id, load_tokenizer, train_demo_tokenizer
+    from vilactl.train.vision_tower import image_uint8
+
+    length, rows, per_image = 4096, 4, 576
+    with tempfile.TemporaryDirectory() as tmp:
+        path, captions = _blend(Path(tmp))
+        tok = load_tokenizer(train_demo_tokenizer(captions, Path(tmp) / "tok"))
+        stream = BlendStream([path], SequenceBuilder(tok, image_token_id(tok), per_image,
+                                                     length))
+        decoder = Decoder(functools.partial(image_uint8, size=336), length,
+                          tok.pad_token_id, packing=True, with_mask=False)
+        worker_ms = _decode_cost(stream, decoder, rows, length)
+        rates = {w: _rate(stream, decoder, rows, length, w) for w in (1, 2, 4)}
+    cores = len(os.sched_getaffinity(0))
+    print(f"data path: {DATA_BATCHES} micro-batches of {rows} rows x {length} tokens "
+          f"(image-text pairs, 384 px JPEG -> 336 px uint8), {cores} CPU cores")
+    for w, (rate, main_ms) in rates.items():
+        print(f"  {w} worker(s) {rate:8.1f} samples/s   training process "
+              f"{main_ms:.2f} CPU ms/sample")
+    ratio = rates[4][0] / rates[1][0]
+    print(f"ratio 4 workers / 1 worker: {ratio:.2f}x measured on {cores} cores "
+          "(goal >= 3x on 4 cores)")
+    main_ms = rates[1][1]
+    print(f"  per sample: worker {worker_ms:.2f} CPU ms (decode, resize, collate), training "
+          f"process {main_ms:.2f} (read, tokenise, pack, receive): on 4 free cores 4 workers "
+          f"would reach 4 x {worker_ms:.2f} / ({worker_ms:.2f} + {main_ms:.2f}) = "
+          f"{4 * worker_ms / (worker_ms + main_ms):.1f}x (a bound from these costs, "
+          "not a measurement)")
 
 
 def ours():
@@ -93,6 +194,11 @@ def run(step_fn, batches, params) -> tuple[float, float]:
 
 
 def main() -> None:
+    data_path()
+    packed_vs_llava()
+
+
+def packed_vs_llava() -> None:
     from vilactl.train.model import token_losses
     from vilactl.train.packing import collate_padded, packed_batches
 

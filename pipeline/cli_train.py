@@ -1,6 +1,7 @@
 """`vilactl train`: the command-line face of pipeline/train.py."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -31,7 +32,7 @@ def train(
     req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
                        init=init, name=name, resume=resume)
     s = run(Path(state.workspace), req, console)
-    if "final_loss" in s:
+    if "final_loss" in s and os.environ.get("RANK", "0") == "0":   # once under torchrun
         console.print(f"trained {stage}: loss {s['first_loss']:.4f} → {s['final_loss']:.4f} "
                       f"({s['loss_drop']:.0%} lower), {s['tokens_per_s']:,.0f} tok/s, "
                       f"padding {s['padding_share']:.1%}")

@@ -2,9 +2,11 @@
 
 Resolves the config, the blend and the previous stage's checkpoint from the catalog, applies
 the stage's freeze policy (logged with parameter counts), and runs train/loop.py — under
-torchrun too (rank 0 alone writes checkpoints and catalog rows). Checkpoints land in
-<workspace>/checkpoints/<name>/step-NNNNNN/ and in the catalog as `<name>@<step>`; `--resume`
-continues from the newest one exactly.
+torchrun too (each rank trains on its share of the data; rank 0 alone writes checkpoints and
+catalog rows). The stage's batch layout (global batch, micro batch, max length) comes from the
+config and the world size. Checkpoints land in <workspace>/checkpoints/<name>/step-NNNNNN/ and
+in the catalog as `<name>@<step>`; `--resume` continues from the newest one exactly, with the
+same layout only.
 """
 from __future__ import annotations
 
@@ -28,9 +30,7 @@ from vilactl.catalog.register import (
 )
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config, distributed
-from vilactl.train.data import BlendStream
-from vilactl.train.loop import LoopArgs, train_loop
-from vilactl.train.sequences import SequenceBuilder
+from vilactl.train.loop import LoopArgs, check_layout, layout_record, train_loop
 from vilactl.train.stages import STAGES, add_lora, apply_freeze, describe
 
 
@@ -70,13 +70,14 @@ def _latest_step(out: Path) -> Path | None:
     steps = sorted(out.glob("step-*")) if out.exists() else []
     return steps[-1] if steps else None
 
-
-def prepare(workspace: Path, req: TrainRequest):
-    """(cfg, stage cfg, model, tokenizer, paths, parent row) — every input checked first."""
+def prepare(workspace: Path, req: TrainRequest, world: int = 1):
+    """(cfg, stage cfg, blend, batch layout, model, tokenizer, paths, parent row) — every input
+    checked first."""
     if req.stage not in STAGES:
         raise VilactlError(f"--stage must be one of {', '.join(STAGES)}, got {req.stage!r}")
     cfg = config.load(req.config)
     scfg = cfg.stages[req.stage]
+    layout = config.layout(cfg, req.stage, world)
     blend = req.blend or scfg.blend
     if not blend:
         raise VilactlError(f"no blend for stage {req.stage}: pass --blend or set "
@@ -88,10 +89,10 @@ def prepare(workspace: Path, req: TrainRequest):
     model = train_setup.build_model(workspace, cfg, tokenizer)
     if parent is not None:
         _load_parent(Path(parent["path"]), model)
-    if model.tokens_per_image + 2 > cfg.data.max_length:
-        raise VilactlError(f"data.max_length {cfg.data.max_length} cannot hold one image "
-                           f"({model.tokens_per_image} tokens)")
-    return cfg, scfg, blend, model, tokenizer, paths, parent
+    if model.tokens_per_image + 2 > layout.max_length:
+        raise VilactlError(f"max_length {layout.max_length} of stage {req.stage} cannot hold "
+                           f"one image ({model.tokens_per_image} tokens)")
+    return cfg, scfg, blend, layout, model, tokenizer, paths, parent
 
 
 def _load_parent(folder: Path, model) -> None:
@@ -108,7 +109,7 @@ def _load_parent(folder: Path, model) -> None:
 
 def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     d = distributed.setup()
-    cfg, scfg, blend, model, tok, paths, parent = prepare(workspace, req)
+    cfg, scfg, blend, layout, model, tok, paths, parent = prepare(workspace, req, d.world)
     stage = STAGES[req.stage]
     lora = scfg.lora if req.lora is None else req.lora
     if lora:
@@ -116,11 +117,17 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     counts = apply_freeze(model, stage, lora)
     if d.main:
         console.print(f"[bold]{req.stage}[/bold] on {blend}: {describe(counts)}")
+        console.print(f"  batch: {layout.global_batch} rows of {layout.max_length} tokens = "
+                      f"{layout.micro_batch_size} × accumulation {layout.grad_accum} × "
+                      f"{d.world} rank(s); {cfg.data.workers} decoding worker(s) per rank")
     if cfg.train.gradient_checkpointing:
-        model.llm.gradient_checkpointing_enable()
+        # non-reentrant: works under DDP/FSDP and with a frozen embedding's inputs
+        model.llm.gradient_checkpointing_enable({"use_reentrant": False})
     out = workspace / "checkpoints" / req.out_name
     resume_from = _latest_step(out) if req.resume else None
-    if resume_from is not None:
+    if resume_from is not None:       # refuse another batch layout before loading anything
+        now_layout = layout_record(_loop_args(cfg, scfg.lr, 1, layout), d.world)
+        check_layout(checkpoint.read_state(resume_from), now_layout, resume_from)
         checkpoint.load_model(resume_from, model)     # then optimizer, scheduler, RNG in the loop
         if d.main:
             console.print(f"resuming from {resume_from}")
@@ -128,22 +135,37 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     if d.main and not req.resume:     # a fresh run of this name starts its logs over
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    builder = SequenceBuilder(tok, model.image_token_id, model.tokens_per_image,
-                              cfg.data.max_length, sft=stage.sft, overflow=cfg.data.overflow)
-    stream = BlendStream(paths, builder, model.vision.preprocess, seed=cfg.train.seed)
-    # flash-attention takes packed rows as varlen sequences from the restarting position ids;
-    # SDPA (CPU, and GPU without flash) needs the block-diagonal mask
-    varlen = cfg.model.attn_implementation == "flash_attention_2"
-    batches = stream.batches(cfg.train.micro_batch_size, cfg.data.max_length, tok.pad_token_id,
-                             cfg.data.packing, cfg.data.buffer, with_mask=not varlen)
+    stream, data = train_setup.data_source(cfg, layout, stage.sft, model, tok, paths, d)
     steps = req.steps or scfg.steps
-    args = _loop_args(cfg, scfg.lr, steps)
     run = Run(command=f"vilactl train --stage {req.stage}",
               args={"name": req.out_name, "blend": blend, "config": cfg.source, "steps": steps,
-                    "lora": lora, "parent": parent and parent["id"], "world": d.world})
+                    "lora": lora, "parent": parent and parent["id"], "world": d.world,
+                    "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
+                    "micro_batch_size": layout.micro_batch_size,
+                    "max_length": layout.max_length, "strategy": cfg.train.strategy})
     meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
             "parent": parent and parent["id"], "tokenizer": str(_tokenizer_path(workspace, cfg))}
+    par = distributed.wrap(model, d, cfg.train.strategy)
+    try:
+        summary = train_loop(par, data, _loop_args(cfg, scfg.lr, steps, layout), d, out,
+                             resume_from, _on_save(workspace, req, run, out, blend, parent),
+                             meta, lambda rec: _log(console, rec))
+    except BaseException as e:
+        if d.main:
+            record_failure(workspace, run, e)
+        raise
+    summary.update(skipped={**stream.skipped,
+                            "undecodable_image": summary.pop("undecodable_image")},
+                   trainable=counts, world=d.world)
+    if d.main:
+        run.status, run.finished_at, run.counts = "ok", now(), summary
+        with db.writer(workspace) as con:
+            record_run(con, run)
+    return summary
 
+
+def _on_save(workspace: Path, req: TrainRequest, run: Run, out: Path, blend: str,
+             parent: dict | None):
     fresh = [not req.resume]
 
     def on_save(step: int, folder: Path, metrics: dict) -> None:
@@ -156,31 +178,21 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
                         shutil.rmtree(stale)
             record_checkpoint(con, f"{req.out_name}@{step}", req.stage, run.id, str(folder),
                               step, metrics, blend, parent and parent["id"])
-
-    def log(rec: dict) -> None:
-        console.print(f"  step {rec['step']:>5}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
-                      f"{rec['tokens_per_s']:,.0f} tok/s  padding {rec['padding_share']:.1%}")
-
-    fwd = distributed.wrap(model, d, cfg.train.strategy)
-    try:
-        summary = train_loop(model, fwd, batches, args, d, out, resume_from, on_save, meta, log)
-    except BaseException as e:
-        if d.main:
-            record_failure(workspace, run, e)
-        raise
-    summary.update(skipped=dict(stream.skipped), trainable=counts, world=d.world)
-    if d.main:
-        run.status, run.finished_at, run.counts = "ok", now(), summary
-        with db.writer(workspace) as con:
-            record_run(con, run)
-    return summary
+    return on_save
 
 
-def _loop_args(cfg, lr: float, steps: int) -> LoopArgs:
+def _log(console: Console, rec: dict) -> None:
+    console.print(f"  step {rec['step']:>5}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
+                  f"{rec['tokens_per_s']:,.0f} tok/s  padding {rec['padding_share']:.1%}")
+
+
+def _loop_args(cfg, lr: float, steps: int, layout: config.Layout) -> LoopArgs:
     t = cfg.train
-    return LoopArgs(steps=steps, lr=lr, grad_accum=t.grad_accum, warmup_ratio=t.warmup_ratio,
-                    weight_decay=t.weight_decay, max_grad_norm=t.max_grad_norm,
-                    log_every=t.log_every, save_every=t.save_every)
+    return LoopArgs(steps=steps, lr=lr, grad_accum=layout.grad_accum,
+                    micro_batch_size=layout.micro_batch_size, max_length=layout.max_length,
+                    warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
+                    max_grad_norm=t.max_grad_norm, log_every=t.log_every,
+                    save_every=t.save_every, betas=tuple(t.betas))
 
 
 def _tokenizer_path(workspace: Path, cfg) -> Path | str:

@@ -1,5 +1,6 @@
 """`vilactl train` on the tiny demo's blends: the demo stages, exact resume after SIGKILL,
-torchrun with 2 CPU processes against one, and one clear line for each kind of bad input."""
+torchrun with 2 CPU processes against one (each decoding half the images), and one clear line
+for each kind of bad input."""
 import json
 import os
 import signal
@@ -84,8 +85,14 @@ def test_torchrun_two_processes_match_one(ws, tmp_path):
     assert len(single) == len(ddp) == 4
     # Same global batch, same data: only the order of float sums differs.
     assert all(abs(a - b) <= 1e-4 * abs(a) for a, b in zip(single, ddp)), (single, ddp)
-    run = sql(ws, "SELECT counts FROM runs WHERE args->>'name' = 'ddp'")
-    assert json.loads(run[0]["counts"])["world"] == 2
+    run = json.loads(sql(ws, "SELECT counts FROM runs WHERE args->>'name' = 'ddp'")[0]["counts"])
+    assert run["world"] == 2
+    # each rank decoded the images of its own micro-batches only: about half each
+    whole = json.loads(sql(ws, "SELECT counts FROM runs WHERE args->>'name' = 'single'")[0]
+                       ["counts"])["images_decoded"]
+    per_rank = run["images_decoded"]
+    assert len(per_rank) == 2 and sum(per_rank) == whole[0] > 0, (per_rank, whole)
+    assert all(0.3 < n / whole[0] < 0.7 for n in per_rank), per_rank
 
 
 def _port():
@@ -108,8 +115,15 @@ def test_bad_input_one_line(ws, tmp_path):
     raw = yaml.safe_load(wide.read_text())
     raw["model"]["llm_config"]["hidden_size"] = 96
     wide.write_text(yaml.safe_dump(raw))
+    typed = small_config(tmp_path, "typed.yaml")
+    raw = yaml.safe_load(typed.read_text())
+    raw["stages"] = {"pretrain": {"global_batch": "256"}}
+    typed.write_text(yaml.safe_dump(raw))
+    odd = small_config(tmp_path, "odd.yaml", grad_accum=None, global_batch=5)
     cases = [
         (["--blend", "nope"], "unknown dataset 'nope'"),
+        (["--config", str(typed)], "stages.pretrain.global_batch must be an integer, got '256'"),
+        (["--config", str(odd)], "train.global_batch 5 is not a multiple of micro_batch_size 2"),
         (["--config", str(bad_keys)], "unknown keys in train: epochs, learning_rate"),
         (["--config", str(strict)], "longer than max_length 40"),
         (["--config", str(wide), "--init", "pretrain@6"], "is from another model shape"),

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vilactl.train import config
-from vilactl.train.distributed import Dist
+from vilactl.train.distributed import Dist, wrap
 from vilactl.train.loop import LoopArgs, train_loop
 from vilactl.train.model import VLM, ModelSpec, token_losses
 from vilactl.train.packing import collate_packed, collate_padded, first_fit_decreasing
@@ -107,7 +107,8 @@ def _one_step(model, stage):
     batches = iter([collate_packed([[example(rng, 8, 1, model.tokens_per_image)]], 64, 0)] * 2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     model.train()
-    train_loop(model, model, batches, LoopArgs(steps=1, lr=1e-2), Dist(), _tmp(), None)
+    train_loop(wrap(model, Dist()), lambda position: batches, LoopArgs(steps=1, lr=1e-2),
+               Dist(), _tmp(), None)
     after = model.state_dict()
     return {part: all(torch.equal(before[k], after[k]) for k in after if k.startswith(part))
             for part in ("vision", "projector", "llm")}
@@ -150,7 +151,7 @@ def test_truncation_never_cuts_an_image():
         def __init__(self):
             self.vocab = {}
 
-        def encode(self, text, add_special_tokens=False):
+        def encode(self, text, add_special_tokens=False, split_special_tokens=False):
             return [self.vocab.setdefault(w, 10 + len(self.vocab)) for w in text.split()]
 
     seg = lambda text=None, image=None, role="user": {"role": role, "text": text,  # noqa: E731

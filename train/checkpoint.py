@@ -1,9 +1,16 @@
 """Checkpoints without pickle: safetensors for tensors, JSON for everything else.
 
-A checkpoint folder holds model.safetensors (the whole VLM), optimizer.safetensors +
-optimizer.json (AdamW state and param groups), rng.safetensors (torch CPU/CUDA generator
-states), state.json (step, batches consumed, scheduler state, metrics) and meta.json (model
-spec, tokenizer, stage). Written to a temp folder and renamed: a checkpoint is whole or absent.
+A checkpoint folder holds model.safetensors (the whole VLM, full tensors), optimizer.safetensors
++ optimizer.json (AdamW state by parameter name, and param groups), rng.safetensors (torch
+CPU/CUDA generator states), state.json (step, micro-batches consumed, the batch layout,
+scheduler state, metrics) and meta.json (model spec, tokenizer, stage). Written to a temp folder
+and renamed: a checkpoint is whole or absent.
+
+Sharded models (FSDP) are saved whole: `torch.distributed.checkpoint.state_dict` gathers the
+full model and optimizer state to rank 0 (a collective — every rank calls `save`; rank 0
+writes), and on resume rank 0 reads the optimizer state and broadcasts it, each rank keeping its
+shard. The files are the same whatever the strategy or world size, so any stage can start from
+any checkpoint and a single process reloads an FSDP one.
 """
 from __future__ import annotations
 
@@ -11,36 +18,73 @@ import json
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 
-
-def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    # Tied or shared tensors are stored once per name (contiguous clones), as safetensors wants.
-    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+OPTIMIZER_FORMAT = "by_name"       # optimizer state keyed "<parameter name>/<state key>"
 
 
-def _optimizer_parts(optimizer) -> tuple[dict, dict]:
-    state = optimizer.state_dict()
+def _several() -> bool:
+    return dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _options(**kw):
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    # with several ranks the full tensors go to rank 0's CPU only (no full copy per rank)
+    return StateDictOptions(full_state_dict=True, cpu_offload=_several(), **kw)
+
+
+def gather(root: torch.nn.Module, optimizer=None, prefix: str = "") -> tuple[dict, dict | None]:
+    """Full model and optimizer state by parameter name, `prefix` stripped. A collective under
+    torchrun: every rank calls it; with several ranks only rank 0 gets the tensors."""
+    from torch.distributed.checkpoint.state_dict import (
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    cut = len(prefix)
+    model = {k[cut:]: v for k, v in get_model_state_dict(root, options=_options()).items()}
+    if optimizer is None:
+        return model, None
+    osd = get_optimizer_state_dict(root, optimizer, options=_options())
+    if not osd:
+        return model, {}
+    groups = [{**g, "params": [p[cut:] for p in g["params"]]} for g in osd["param_groups"]]
+    return model, {"state": {k[cut:]: v for k, v in osd["state"].items()},
+                   "param_groups": groups}
+
+
+def _optimizer_parts(osd: dict) -> tuple[dict, dict]:
     tensors, scalars = {}, {}
-    for idx, s in state["state"].items():
+    for name, s in osd["state"].items():
         for k, v in s.items():
             if torch.is_tensor(v):
-                tensors[f"{idx}.{k}"] = v.contiguous()
+                tensors[f"{name}/{k}"] = v.detach().contiguous().cpu().clone()
             else:
-                scalars[f"{idx}.{k}"] = v
-    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+                scalars[f"{name}/{k}"] = v
+    return tensors, {"format": OPTIMIZER_FORMAT, "param_groups": osd["param_groups"],
+                     "scalars": scalars}
 
 
-def save(folder: Path, model, optimizer=None, scheduler=None, state: dict | None = None,
-         meta: dict | None = None) -> Path:
+def save(folder: Path, root: torch.nn.Module, optimizer=None, scheduler=None,
+         state: dict | None = None, meta: dict | None = None, prefix: str = "",
+         write: bool = True) -> Path:
+    """Gather (every rank) and write (where `write`, i.e. rank 0) one checkpoint."""
+    model, osd = gather(root, optimizer, prefix)
+    if not write:
+        return folder
     with atomic.atomic_dir(folder) as tmp:
-        save_file(_model_tensors(model), str(tmp / "model.safetensors"))
+        # tied or shared tensors are stored once per name (contiguous clones), as safetensors
+        # wants
+        save_file({k: v.detach().contiguous().cpu().clone() for k, v in model.items()},
+                  str(tmp / "model.safetensors"))
         if optimizer is not None:
-            tensors, rest = _optimizer_parts(optimizer)
+            tensors, rest = _optimizer_parts(osd)
             save_file(tensors, str(tmp / "optimizer.safetensors"))
             (tmp / "optimizer.json").write_text(json.dumps(rest))
             rng = {"cpu": torch.get_rng_state()}
@@ -74,20 +118,40 @@ def check_shapes(folder: Path, model: torch.nn.Module) -> None:
 
 
 def load_model(folder: Path, model: torch.nn.Module) -> None:
+    """Weights into an unwrapped (not yet sharded) model."""
     check_shapes(folder, model)
     model.load_state_dict(load_file(str(folder / "model.safetensors")), strict=False)
 
 
-def load_training(folder: Path, optimizer, scheduler) -> dict:
-    """Restore optimizer, scheduler and RNG state; returns state.json."""
+def read_state(folder: Path) -> dict:
+    return json.loads((folder / "state.json").read_text())
+
+
+def _read_optimizer(folder: Path, prefix: str) -> dict:
     tensors = load_file(str(folder / "optimizer.safetensors"))
     rest = json.loads((folder / "optimizer.json").read_text())
+    if rest.get("format") != OPTIMIZER_FORMAT:
+        raise VilactlError(f"checkpoint {folder} has an optimizer state of an older vilactl "
+                           "(by index); it cannot be resumed by this version")
     state: dict = {}
     for key, v in {**tensors, **rest["scalars"]}.items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = v
-    optimizer.load_state_dict({"state": state, "param_groups": rest["param_groups"]})
-    saved = json.loads((folder / "state.json").read_text())
+        name, k = key.rsplit("/", 1)
+        state.setdefault(prefix + name, {})[k] = v
+    groups = [{**g, "params": [prefix + p for p in g["params"]]} for g in rest["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def load_training(folder: Path, root: torch.nn.Module, optimizer, scheduler,
+                  prefix: str = "") -> dict:
+    """Restore optimizer (into the wrapped/sharded model's optimizer), scheduler and RNG state;
+    returns state.json. A collective under torchrun: rank 0 reads, every rank gets its part."""
+    from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+    several = _several()
+    osd = _read_optimizer(folder, prefix) if not several or dist.get_rank() == 0 else {}
+    set_optimizer_state_dict(root, optimizer, osd,
+                             options=_options(broadcast_from_rank0=several))
+    saved = read_state(folder)
     if scheduler is not None and "scheduler" in saved:
         scheduler.load_state_dict({**saved["scheduler"], "lr_lambdas": [None] * len(
             optimizer.param_groups)})

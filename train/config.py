@@ -1,10 +1,16 @@
-"""Training configs: YAML → dataclasses, with unknown keys refused (all of them listed).
+"""Training configs: YAML → dataclasses, with unknown keys refused (all of them listed) and
+every value's type checked (one line naming the key).
 
 Stage defaults are the paper-era recipe (projector 1e-3, pretrain 5e-5, SFT 2e-5; warmup then
-cosine; AdamW); a config's `stages:` section overrides them per stage.
+cosine; AdamW(0.9, 0.999) as HF Trainer, which VILA trains with); a config's `stages:` section
+overrides them per stage, including the batch layout: `global_batch`, `micro_batch_size` and
+`max_length` per stage fall back to `train.global_batch` / `train.micro_batch_size` /
+`data.max_length`. Gradient accumulation is derived: global_batch / (micro_batch_size × world).
 """
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -32,20 +38,23 @@ class DataCfg:
     packing: bool = True
     overflow: str = "truncate"         # truncate (drop cut images) | error
     buffer: int = 256                  # examples packed (or length-grouped) together
+    workers: int = 4                   # image-decoding DataLoader processes per rank (0: inline)
 
 
 @dataclass
 class LoopCfg:
     seed: int = 0
-    micro_batch_size: int = 8
-    grad_accum: int = 1
+    micro_batch_size: int = 8          # rows (packed sequences) per forward, per rank
+    grad_accum: int | None = None      # used only when no global_batch is set (default 1)
+    global_batch: int | None = None    # rows per optimizer step over all ranks
     log_every: int = 10
     save_every: int = 0                # 0: only at the end
     warmup_ratio: float = 0.03
     max_grad_norm: float = 1.0
     weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     gradient_checkpointing: bool = False
-    strategy: str = "auto"             # auto | ddp | fsdp (fsdp on GPU only)
+    strategy: str = "auto"             # auto (ddp under torchrun) | ddp | fsdp
 
 
 @dataclass
@@ -54,9 +63,14 @@ class StageCfg:
     blend: str | None = None
     steps: int = 100
     lora: int = 0                      # LoRA rank for the LLM (0 = full fine-tuning)
+    global_batch: int | None = None    # these three: None = the top-level value
+    micro_batch_size: int | None = None
+    max_length: int | None = None
 
 
 DEFAULT_LR = {"projector": 1e-3, "pretrain": 5e-5, "sft": 2e-5}
+POSITIVE = {"max_length", "buffer", "micro_batch_size", "grad_accum", "global_batch", "steps",
+            "log_every"}
 
 
 @dataclass
@@ -75,6 +89,69 @@ class TrainConfig:
                 "stages": {k: asdict(v) for k, v in self.stages.items()}}
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One stage's batch layout on a given world size."""
+    micro_batch_size: int
+    grad_accum: int
+    world: int
+    max_length: int
+
+    @property
+    def global_batch(self) -> int:
+        return self.micro_batch_size * self.grad_accum * self.world
+
+
+def layout(cfg: TrainConfig, stage: str, world: int) -> Layout:
+    """Per-stage micro batch, accumulation and length; one line if global_batch won't split."""
+    s, t = cfg.stages[stage], cfg.train
+    micro = s.micro_batch_size or t.micro_batch_size
+    length = s.max_length or cfg.data.max_length
+    total = s.global_batch or t.global_batch
+    if total is None:
+        return Layout(micro, t.grad_accum or 1, world, length)
+    where = f"stages.{stage}.global_batch" if s.global_batch else "train.global_batch"
+    if total % (micro * world):
+        raise VilactlError(f"{cfg.source}: {where} {total} is not a multiple of micro_batch_size "
+                           f"{micro} × {world} rank(s); change one of them")
+    return Layout(micro, total // (micro * world), world, length)
+
+
+def _type_problem(value, hint) -> str | None:
+    """What is wrong with `value` for the annotation `hint`, or None."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        probs = [_type_problem(value, a) for a in args]
+        return None if any(p is None for p in probs) else probs[0]
+    if hint is type(None):
+        return None if value is None else "null"
+    if origin is list:
+        if not isinstance(value, list):
+            return "a list"
+        bad = next((p for v in value if (p := _type_problem(v, args[0]))), None)
+        return bad and f"a list of items that are each {bad}"
+    want = origin or hint
+    if want is float:           # YAML: an int is a fine float; bool is not a number
+        return None if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else "a number"
+    if want is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    names = {bool: "true or false", str: "a string", dict: "a mapping"}
+    return None if isinstance(value, want) else names.get(want, want.__name__)
+
+
+def _coerce(raw: dict, hints: dict) -> dict:
+    # PyYAML reads `1e-3` (no dot) as a string: take it as the number the user wrote
+    out = dict(raw)
+    for k, v in raw.items():
+        if isinstance(v, str) and float in typing.get_args(hints[k]) + (hints[k],):
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass
+    return out
+
+
 def _section(cls, raw, where: str, src: str):
     raw = raw or {}
     if not isinstance(raw, dict):
@@ -84,6 +161,14 @@ def _section(cls, raw, where: str, src: str):
     if unknown:
         raise VilactlError(f"{src}: unknown keys in {where}: {', '.join(unknown)} "
                            f"(known: {', '.join(sorted(known))})")
+    hints = typing.get_type_hints(cls)
+    raw = _coerce(raw, hints)
+    for k, v in raw.items():
+        problem = _type_problem(v, hints[k])
+        if problem is None and k in POSITIVE and v is not None and v < 1:
+            problem = "a positive integer"
+        if problem:
+            raise VilactlError(f"{src}: {where}.{k} must be {problem}, got {v!r}")
     return cls(**raw)
 
 
@@ -98,6 +183,8 @@ def load(path: str | Path | None = None) -> TrainConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise VilactlError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, dict):
+        raise VilactlError(f"{path}: a config is a mapping of model, data, train, stages")
     return from_dict(raw, str(path))
 
 
@@ -108,16 +195,36 @@ def from_dict(raw: dict, src: str) -> TrainConfig:
         raise VilactlError(f"{src}: unknown keys: {', '.join(unknown)} "
                            "(known: data, model, stages, train)")
     stages_raw = raw.get("stages") or {}
+    if not isinstance(stages_raw, dict):
+        raise VilactlError(f"{src}: stages must be a mapping")
     bad = sorted(set(stages_raw) - set(STAGES))
     if bad:
         raise VilactlError(f"{src}: unknown stages: {', '.join(bad)} (known: {', '.join(STAGES)})")
+    for s in STAGES:
+        if not isinstance(stages_raw.get(s) or {}, dict):
+            raise VilactlError(f"{src}: stages.{s} must be a mapping")
     stages = {s: _section(StageCfg, {"lr": DEFAULT_LR[s], **(stages_raw.get(s) or {})},
                           f"stages.{s}", src) for s in STAGES}
     cfg = TrainConfig(_section(ModelCfg, raw.get("model"), "model", src),
                       _section(DataCfg, raw.get("data"), "data", src),
                       _section(LoopCfg, raw.get("train"), "train", src), stages, src)
+    _check(cfg, src)
+    return cfg
+
+
+def _check(cfg: TrainConfig, src: str) -> None:
     if (cfg.model.llm is None) == (cfg.model.llm_config is None):
         raise VilactlError(f"{src}: model needs exactly one of llm (name/path) or llm_config")
     if cfg.data.overflow not in ("truncate", "error"):
         raise VilactlError(f"{src}: data.overflow must be truncate or error")
-    return cfg
+    if cfg.data.workers < 0:
+        raise VilactlError(f"{src}: data.workers must be ≥ 0, got {cfg.data.workers}")
+    if cfg.train.strategy not in ("auto", "ddp", "fsdp"):
+        raise VilactlError(f"{src}: train.strategy must be auto, ddp or fsdp, "
+                           f"got {cfg.train.strategy!r}")
+    if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
+        raise VilactlError(f"{src}: train.betas must be two numbers in [0, 1), "
+                           f"got {cfg.train.betas}")
+    if cfg.train.global_batch is not None and cfg.train.grad_accum is not None:
+        raise VilactlError(f"{src}: set train.global_batch or train.grad_accum, not both "
+                           "(accumulation is derived from the global batch)")

@@ -1,39 +1,45 @@
-"""Streaming a blend's Parquet shards into examples, deterministically and resumably.
+"""Streaming a blend's Parquet shards into micro-batch plans, deterministically and resumably.
 
 Shards are read a row group at a time (the blend is shuffled already, so epoch 0 reads them in
-order; later epochs permute the shards with the seed). Images are decoded and preprocessed for
-the vision tower here; a sample with an undecodable image is skipped and counted. The position
-in the stream is the number of batches consumed: resuming replays the stream to that point
-without running the model, so a resumed run sees exactly the batches it would have seen.
+order; later epochs permute the shards with the seed). Each sample becomes token ids and labels
+here, its images kept as encoded bytes; packing (or length grouping) then cuts the example
+stream into *plans*: micro-batch number i is a list of rows of examples. The plan stream depends
+only on the data, the seed and the layout (micro batch, max length), never on the world size,
+so every rank computes the same one — cheaply, nothing is decoded — and train/loader.py decodes
+the images of only the micro-batches a rank runs. The position in the stream is the number of
+micro-batches consumed: resuming skips that many plans, again without decoding anything.
 """
 from __future__ import annotations
 
-import io
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from vilactl.train.packing import Batch, packed_batches, padded_batches
+from vilactl.curation.errors import VilactlError
+from vilactl.train.packing import packed_rows, padded_groups
 from vilactl.train.sequences import Example, SequenceBuilder
 
 
+@dataclass
+class Plan:
+    """Micro-batch `index` of the stream: rows of examples whose images are still bytes (one
+    example per row when not packing)."""
+    index: int
+    rows: list[list[Example]]
+
+    @property
+    def images(self) -> int:
+        return sum(len(ex.images) for row in self.rows for ex in row)
+
+
 class BlendStream:
-    def __init__(self, paths: list[str], builder: SequenceBuilder, preprocess: Callable,
-                 seed: int = 0):
-        self.paths, self.builder, self.preprocess = list(paths), builder, preprocess
+    def __init__(self, paths: list[str], builder: SequenceBuilder, seed: int = 0):
+        self.paths, self.builder = list(paths), builder
         self.seed = seed
         self.skipped: Counter = Counter()
-        self.epoch = 0
-
-    def _decode(self, images: list[bytes]) -> list | None:
-        from PIL import Image
-
-        try:
-            return [self.preprocess(Image.open(io.BytesIO(b))) for b in images]
-        except Exception:   # PIL raises many kinds for bad bytes; the sample is skipped, counted
-            return None
 
     def epoch_examples(self, epoch: int) -> Iterator[Example]:
         order = (np.arange(len(self.paths)) if epoch == 0 else
@@ -46,27 +52,28 @@ class BlendStream:
                     if ex is None:
                         self.skipped["no_trained_tokens"] += 1
                         continue
-                    pixels = self._decode(ex.images)
-                    if pixels is None:
-                        self.skipped["undecodable_image"] += 1
-                        continue
-                    ex.images = pixels
                     yield ex
 
     def examples(self) -> Iterator[Example]:
         """Epoch after epoch, forever (the loop decides when to stop)."""
+        epoch = 0
         while True:
             n = 0
-            for ex in self.epoch_examples(self.epoch):
+            for ex in self.epoch_examples(epoch):
                 n += 1
                 yield ex
             if n == 0:
-                raise ValueError("the blend has no usable samples")
-            self.epoch += 1
+                raise VilactlError(f"the blend has no usable samples ({dict(self.skipped)}): "
+                                   "none has a token to train on")
+            epoch += 1
 
-    def batches(self, micro_batch_size: int, max_length: int, pad_id: int, packing: bool,
-                buffer: int = 256, with_mask: bool = True) -> Iterator[Batch]:
+    def plans(self, micro_batch_size: int, max_length: int, packing: bool,
+              buffer: int = 256) -> Iterator[Plan]:
+        """Every micro-batch of the run, in order, from the start of the stream."""
         if packing:
-            return packed_batches(self.examples(), max_length, micro_batch_size, pad_id,
-                                  buffer=buffer, with_mask=with_mask)
-        return padded_batches(self.examples(), micro_batch_size, pad_id, self.seed, buffer)
+            groups = packed_rows(self.examples(), max_length, micro_batch_size, buffer)
+        else:
+            groups = ([[ex] for ex in g] for g in
+                      padded_groups(self.examples(), micro_batch_size, self.seed, buffer))
+        for i, rows in enumerate(groups):
+            yield Plan(i, rows)

@@ -26,8 +26,11 @@ class Batch:
     position_ids: torch.Tensor | None  # [B, L]
     attention_mask: torch.Tensor | None  # [B, 1, L, L] bool (packed) or [B, L] (padded)
     doc: torch.Tensor                  # [B, L] document index in the batch, -1 on padding
-    pixels: torch.Tensor | None        # [n_images, 3, H, W], in sequence order
+    pixels: torch.Tensor | None        # [n_images, 3, H, W] float in [0, 1] or uint8, in
+                                       # sequence order
     sample_ids: list[str]
+    images_decoded: int = 0            # set by the loader: images decoded for this batch
+    undecodable: int = 0               # samples dropped because an image would not decode
 
     @property
     def tokens(self) -> int:
@@ -42,10 +45,15 @@ class Batch:
         return int((self.labels[:, 1:] != IGNORE).sum())
 
     def to(self, device) -> Batch:
+        """On `device`, pixels as floats in [0, 1] (the loader ships uint8: 4× fewer bytes
+        between processes and to the GPU; x / 255 in float32 equals preprocess_image's)."""
         move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        pixels = move(self.pixels)
+        if pixels is not None and pixels.dtype == torch.uint8:
+            pixels = pixels.float().div_(255.0)
         return Batch(move(self.input_ids), move(self.labels), move(self.position_ids),
-                     move(self.attention_mask), move(self.doc), move(self.pixels),
-                     self.sample_ids)
+                     move(self.attention_mask), move(self.doc), pixels,
+                     self.sample_ids, self.images_decoded, self.undecodable)
 
 
 def first_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
@@ -99,8 +107,9 @@ def collate_packed(rows: list[list[Example]], max_length: int, pad_id: int,
 
 
 def collate_padded(examples: list[Example], pad_id: int) -> Batch:
-    length = max(len(e) for e in examples)
-    b = len(examples)
+    # every sample dropped (undecodable images): one padding row keeps the step's shapes
+    length = max((len(e) for e in examples), default=1)
+    b = max(1, len(examples))
     ids = torch.full((b, length), pad_id, dtype=torch.long)
     labels = torch.full((b, length), IGNORE, dtype=torch.long)
     doc = torch.full((b, length), -1, dtype=torch.long)
@@ -111,16 +120,17 @@ def collate_padded(examples: list[Example], pad_id: int) -> Batch:
         doc[r, :len(ex)] = r
         images += ex.images
     pixels = torch.stack(images) if images else None
-    return Batch(ids, labels, None, (doc >= 0).long(), doc, pixels,
-                 [e.sample_id for e in examples])
+    mask = (doc >= 0).long()
+    mask[mask.sum(1) == 0] = 1          # an all-padding row attends to itself (no NaN rows)
+    return Batch(ids, labels, None, mask, doc, pixels, [e.sample_id for e in examples])
 
 
-def packed_batches(examples: Iterator[Example], max_length: int, rows: int, pad_id: int,
-                   buffer: int = 256, fill: float = 0.98, with_mask: bool = True
-                   ) -> Iterator[Batch]:
-    """Pack a buffer at a time; rows filled below `fill` that could still take an example of
-    the buffer's shortest length go back to the buffer, so padding stays low without holding
-    the stream."""
+def packed_rows(examples: Iterator[Example], max_length: int, rows: int, buffer: int = 256,
+                fill: float = 0.98) -> Iterator[list[list[Example]]]:
+    """Micro-batches of `rows` rows (lists of examples), packed a buffer at a time; rows filled
+    below `fill` that could still take an example of the buffer's shortest length go back to
+    the buffer, so padding stays low without holding the stream. Only lengths are looked at,
+    so images may still be undecoded bytes here."""
     pending: list[Example] = []
     ready: list[list[Example]] = []
     exhausted = False
@@ -148,12 +158,20 @@ def packed_batches(examples: Iterator[Example], max_length: int, rows: int, pad_
                 keep = [e for i, e in enumerate(pending) if i not in set(best)]
             pending = keep
         while len(ready) >= rows or (exhausted and not pending and ready):
-            yield collate_packed(ready[:rows], max_length, pad_id, with_mask)
+            yield ready[:rows]
             ready = ready[rows:]
 
 
-def padded_batches(examples: Iterator[Example], batch_size: int, pad_id: int, seed: int,
-                   buffer: int = 256) -> Iterator[Batch]:
+def packed_batches(examples: Iterator[Example], max_length: int, rows: int, pad_id: int,
+                   buffer: int = 256, fill: float = 0.98, with_mask: bool = True
+                   ) -> Iterator[Batch]:
+    """`packed_rows`, collated (images already pixel tensors)."""
+    for group in packed_rows(examples, max_length, rows, buffer, fill):
+        yield collate_packed(group, max_length, pad_id, with_mask)
+
+
+def padded_groups(examples: Iterator[Example], batch_size: int, seed: int,
+                  buffer: int = 256) -> Iterator[list[Example]]:
     """Length-grouped: sort a buffer by length, cut into batches, yield them in seeded order."""
     rng = np.random.default_rng(seed)
     while True:
@@ -161,6 +179,12 @@ def padded_batches(examples: Iterator[Example], batch_size: int, pad_id: int, se
         if not chunk:
             return
         chunk.sort(key=len)
-        batches = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-        for i in rng.permutation(len(batches)):
-            yield collate_padded(batches[i], pad_id)
+        groups = [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        for i in rng.permutation(len(groups)):
+            yield groups[i]
+
+
+def padded_batches(examples: Iterator[Example], batch_size: int, pad_id: int, seed: int,
+                   buffer: int = 256) -> Iterator[Batch]:
+    for group in padded_groups(examples, batch_size, seed, buffer):
+        yield collate_padded(group, pad_id)

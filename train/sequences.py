@@ -2,9 +2,10 @@
 
 Pretraining (`sft=False`) trains every text token; SFT trains assistant turns only (and the
 end-of-turn token), written LLaVA-1.5 style: "USER: … ASSISTANT: …</s>". Image tokens are
-never trained. Each image becomes `n_image_tokens` placeholders. Past `max_length` the sequence
-is cut; an image whose placeholders would be cut is dropped with everything after it, so the
-image/feature count always matches (`overflow="error"` refuses such samples instead).
+never trained. Each image becomes `n_image_tokens` placeholders; a literal "<image>" or "</s>"
+in the data's text is encoded as plain text. Past `max_length` the sequence is cut; an image
+whose placeholders would be cut is dropped with everything after it, so the image/feature count
+always matches (`overflow="error"` refuses such samples instead).
 """
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ class SequenceBuilder:
     overflow: str = "truncate"
 
     def _text(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        # Data text is only text: a caption mentioning "<image>" or "</s>" must not turn into an
+        # image placeholder (a feature/slot mismatch) or an end of sequence. With special tokens
+        # split they are encoded as their characters; text without them encodes as before.
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     def prompt(self, segments: list[dict]) -> Example:
         """A generation prompt: the segments, then the assistant marker (SFT) or nothing

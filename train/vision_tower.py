@@ -9,6 +9,7 @@ one before (LLaVA's default).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,22 @@ class TowerSpec:
     checkpoint: str | None = None      # open_clip: a .safetensors file
     config: dict | None = None         # hf: build from this config instead of weights
     layer: int = -2
+
+
+def image_uint8(image, size: int) -> torch.Tensor:
+    """PIL image → [3, size, size] uint8 (RGB, bicubic resize). What DataLoader workers send:
+    a quarter of the bytes of float pixels; `Batch.to` makes them floats on the device."""
+    from PIL import Image
+
+    image = image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+    # HWC → CHW on the uint8 pixels, contiguous: stacking strided float images into a batch
+    # cost more than decoding them
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
+
+
+def preprocess_image(image, size: int) -> torch.Tensor:
+    """PIL image → [3, size, size] float in [0, 1] (RGB, bicubic resize), unnormalised."""
+    return image_uint8(image, size).float().div_(255.0)
 
 
 class VisionTower(nn.Module):
@@ -52,11 +69,13 @@ class VisionTower(nn.Module):
 
     def preprocess(self, image) -> torch.Tensor:
         """PIL image → [3, H, W] float, resized to the tower's size (bicubic), unnormalised."""
-        from PIL import Image
+        return preprocess_image(image, self.image_size)
 
-        image = image.convert("RGB").resize((self.image_size, self.image_size),
-                                            Image.Resampling.BICUBIC)
-        return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    @property
+    def image_preprocessor(self):
+        """For DataLoader workers: a small picklable callable (not the tower's weights) giving
+        uint8 pixels; `preprocess`'s floats are these / 255."""
+        return functools.partial(image_uint8, size=self.image_size)
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = (pixels - self.mean) / self.std

@@ -1,0 +1,92 @@
+"""Training configs: per-stage batch layout (global batch, micro batch, max length) with
+fallbacks, accumulation derived from the world size, VILA's values in the real configs, AdamW
+betas, and one clear line for wrong value types."""
+import pytest
+import yaml
+
+from vilactl.curation.errors import VilactlError
+from vilactl.train import config
+from vilactl.train.loop import check_layout
+
+BASE = {"model": {"llm_config": {"model_type": "llama"}}}
+
+
+def cfg(**sections):
+    return config.from_dict({**BASE, **sections}, "t.yaml")
+
+
+def test_stage_values_fall_back_to_the_top_level():
+    c = cfg(data={"max_length": 512}, train={"micro_batch_size": 4, "global_batch": 32},
+            stages={"pretrain": {"global_batch": 64, "max_length": 1024},
+                    "sft": {"micro_batch_size": 2}})
+    assert config.layout(c, "projector", 2) == config.Layout(4, 4, 2, 512)
+    assert config.layout(c, "pretrain", 2) == config.Layout(4, 8, 2, 1024)
+    assert config.layout(c, "sft", 4) == config.Layout(2, 4, 4, 512)
+    assert config.layout(c, "pretrain", 2).global_batch == 64
+    # without a global batch, the accumulation is the config's (the debug config's way)
+    plain = cfg(train={"micro_batch_size": 8, "grad_accum": 3})
+    assert config.layout(plain, "sft", 2) == config.Layout(8, 3, 2, 2048)
+
+
+def test_a_global_batch_that_does_not_split_is_refused():
+    c = cfg(train={"micro_batch_size": 4}, stages={"sft": {"global_batch": 24}})
+    assert config.layout(c, "sft", 3).grad_accum == 2
+    with pytest.raises(VilactlError, match=r"stages.sft.global_batch 24 is not a multiple of "
+                                           r"micro_batch_size 4 × 4 rank\(s\)"):
+        config.layout(c, "sft", 4)
+    with pytest.raises(VilactlError, match="set train.global_batch or train.grad_accum"):
+        cfg(train={"global_batch": 8, "grad_accum": 2})
+
+
+@pytest.mark.parametrize("name", ["vila-7b", "vila-13b"])
+def test_real_configs_carry_vila_batches_and_lengths(name):
+    c = config.load(name)
+    want = {"projector": (256, 2048), "pretrain": (1024, 4096), "sft": (128, 4096)}
+    for stage, (batch, length) in want.items():
+        for world in (8, 128):           # one node of 8 GPUs up to the paper's 16 nodes
+            lay = config.layout(c, stage, world)
+            assert (lay.global_batch, lay.max_length) == (batch, length)
+    assert c.train.betas == [0.9, 0.999] and c.train.strategy == "fsdp"
+
+
+def test_debug_config_keeps_its_batch_and_default_betas():
+    c = config.load("debug")
+    assert config.layout(c, "pretrain", 1) == config.Layout(8, 1, 1, 384)
+    assert c.train.betas == [0.9, 0.999] and config.LoopCfg().betas == [0.9, 0.999]
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"stages": {"sft": {"global_batch": "big"}}}, "stages.sft.global_batch must be an integer"),
+    ({"stages": {"pretrain": {"max_length": 4096.5}}}, "stages.pretrain.max_length must be an "
+                                                       "integer"),
+    ({"stages": {"projector": {"micro_batch_size": True}}}, "micro_batch_size must be an "
+                                                            "integer, got True"),
+    ({"stages": {"sft": {"micro_batch_size": 0}}}, "must be a positive integer, got 0"),
+    ({"train": {"global_batch": [256]}}, "train.global_batch must be an integer"),
+    ({"train": {"betas": [0.9, "x"]}},
+     "train.betas must be a list of items that are each a number, got [0.9, 'x']"),
+    ({"train": {"betas": [0.9, 1.5]}}, "train.betas must be two numbers in [0, 1)"),
+    ({"data": {"workers": -1}}, "data.workers must be ≥ 0"),
+    ({"data": {"packing": "yes"}}, "data.packing must be true or false"),
+    ({"train": {"strategy": "zero3"}}, "train.strategy must be auto, ddp or fsdp"),
+    ({"stages": {"sft": [1]}}, "stages.sft must be a mapping"),
+])
+def test_wrong_value_types_are_one_line(sections, message):
+    with pytest.raises(VilactlError) as e:
+        cfg(**sections)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_yaml_exponent_without_dot_is_a_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "stages": {"sft": {"lr": "1e-3"}}}))
+    assert config.load(path).stages["sft"].lr == 1e-3
+
+
+def test_resume_layout_check_names_what_changed(tmp_path):
+    saved = {"layout": {"world": 2, "grad_accum": 1, "micro_batch_size": 2, "max_length": 192}}
+    same = dict(saved["layout"])
+    check_layout(saved, same, tmp_path)
+    with pytest.raises(VilactlError, match=r"batch layout changed \(world 2 → 1, grad_accum 1 "
+                                           r"→ 2\)"):
+        check_layout(saved, {**same, "world": 1, "grad_accum": 2}, tmp_path)
