@@ -4,7 +4,7 @@ betas, and one clear line for wrong value types."""
 import pytest
 import yaml
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 from vilactl.train import config
 from vilactl.train.loop import check_layout
 

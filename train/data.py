@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow.parquet as pq
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 from vilactl.train.packing import packed_rows, padded_groups
 from vilactl.train.sequences import Example, SequenceBuilder
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from vilactl.curation.errors import VilactlError
+from vilactl.base.errors import VilactlError
 from vilactl.train import checkpoint
 from vilactl.train.distributed import Dist, Parallel, clip_grad_norm
 from vilactl.train.model import token_losses
