@@ -22,11 +22,14 @@ demo: install
 	$(BIN)/vilactl demo
 
 # The three training stages with the debug config on the demo blends (`vilactl demo` first
-# builds the blends and the demo CLIP if the workspace has none). CONFIG=vila-7b for the real one.
+# builds the blends and the demo CLIP if the workspace has none). Stages run in order:
+# `--parents` trains the earlier ones first when the catalog has no checkpoint of them.
+# CONFIG=vila-7b for the real recipe; BLEND=name to train the stage on another blend.
 CONFIG ?= debug
+BLEND ?=
 projector pretrain sft: install
 	test -f workspace/blends/blend_$@/manifest.json || $(BIN)/vilactl demo --until blends
-	$(BIN)/vilactl train --stage $@ --config $(CONFIG)
+	$(BIN)/vilactl train --stage $@ --config $(CONFIG) --parents $(if $(BLEND),--blend $(BLEND))
 
 ablate: install
 	ls workspace/checkpoints/projector/step-*/model.safetensors >/dev/null 2>&1 || \

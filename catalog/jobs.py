@@ -94,10 +94,14 @@ class Job:
 @contextlib.contextmanager
 def job(workspace: str | Path, command: str, args: dict, *, target: str,
         folder: Path | None = None, fresh: bool = True, dataset: str | None = None,
-        replace: bool = False) -> Iterator[Job]:
+        replace: bool = False, record: bool = True) -> Iterator[Job]:
     """Run a command's work as a job (see the module docstring). `target` names the output
-    (the lock and the runs' `target`); `dataset` is checked free unless `replace`."""
+    (the lock and the runs' `target`); `dataset` is checked free unless `replace`. With
+    `record=False` (the other ranks of a torchrun job) nothing is locked or recorded."""
     workspace = Path(workspace)
+    if not record:
+        yield Job(workspace, Run(command=command, args=args, target=target), folder)
+        return
     with locks.hold(workspace, target, target):
         if dataset is not None:
             check_free(workspace, dataset, folder if fresh else None, replace)

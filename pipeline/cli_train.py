@@ -21,6 +21,11 @@ def train(
                                                "<name>@<step> (default: the stage)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint "
                                                         "of this run, exactly."),
+    parents: bool = typer.Option(False, "--parents", help="Stages run in order (projector → "
+                                                          "pretrain → sft): first train the "
+                                                          "earlier ones the catalog has no "
+                                                          "checkpoint of (what `make pretrain` "
+                                                          "does)."),
 ) -> None:
     """Train one stage of the VILA recipe (also under `torchrun --nproc_per_node N -m
     vilactl.pipeline.cli train …`). Freeze policy and trainable parameters are printed; loss,
@@ -30,8 +35,13 @@ def train(
     from vilactl.pipeline.train import train as run
 
     req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
-                       init=init, name=name, resume=resume)
-    s = run(Path(state.workspace), req, console)
+                       init=init, name=name, resume=resume, parents=parents)
+    from vilactl.train.distributed import teardown
+
+    try:
+        s = run(Path(state.workspace), req, console)
+    finally:
+        teardown()                     # torchrun: leave the process group cleanly
     if "final_loss" in s and os.environ.get("RANK", "0") == "0":   # once under torchrun
         console.print(f"trained {stage}: loss {s['first_loss']:.4f} → {s['final_loss']:.4f} "
                       f"({s['loss_drop']:.0%} lower), {s['tokens_per_s']:,.0f} tok/s, "

@@ -47,6 +47,7 @@ def load_checkpoint(workspace: Path, ref: str | None):
         raise VilactlError(f"no checkpoint {ref!r} in the catalog" if ref else
                            "no SFT checkpoint in the catalog: run `vilactl train --stage sft`")
     folder = Path(row["path"])
+    checkpoint.check_present(folder, "meta.json", "model.safetensors")
     meta = json.loads((folder / "meta.json").read_text())
     cfg = config.from_dict(meta["config"], str(folder / "meta.json"))
     tok = load_tokenizer(meta["tokenizer"])

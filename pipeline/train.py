@@ -10,23 +10,21 @@ same layout only.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
-from vilactl.catalog import db
+from vilactl.base.paths import contained, output_dir
+from vilactl.catalog import db, jobs
 from vilactl.catalog.register import (
     Run,
     find_checkpoint,
     forget_checkpoints,
-    now,
     record_checkpoint,
-    record_failure,
-    record_run,
 )
 from vilactl.pipeline import train_setup
 from vilactl.train import checkpoint, config, distributed
@@ -44,6 +42,7 @@ class TrainRequest:
     init: str | None = None            # checkpoint to start from instead of the parent stage's
     name: str | None = None            # run name (checkpoint folder); default: the stage
     resume: bool = False
+    parents: bool = False              # train earlier stages first when they have no checkpoint
 
     @property
     def out_name(self) -> str:
@@ -70,11 +69,21 @@ def _latest_step(out: Path) -> Path | None:
     steps = sorted(out.glob("step-*")) if out.exists() else []
     return steps[-1] if steps else None
 
+
+def _train_parents(workspace: Path, req: TrainRequest, console: Console) -> None:
+    """--parents: the earlier stages this one needs, trained first (with the same config, each
+    on its own blend) when the catalog has no checkpoint of them."""
+    parent = STAGES[req.stage].parent
+    if req.init or parent is None or find_checkpoint(workspace, stage=parent) is not None:
+        return
+    console.print(f"[bold]{req.stage}[/bold] starts from a {parent} checkpoint and the catalog "
+                  f"has none: training {parent} first")
+    train(workspace, TrainRequest(stage=parent, config=req.config, parents=True), console)
+
+
 def prepare(workspace: Path, req: TrainRequest, world: int = 1):
     """(cfg, stage cfg, blend, batch layout, model, tokenizer, paths, parent row) — every input
     checked first."""
-    if req.stage not in STAGES:
-        raise VilactlError(f"--stage must be one of {', '.join(STAGES)}, got {req.stage!r}")
     cfg = config.load(req.config)
     scfg = cfg.stages[req.stage]
     layout = config.layout(cfg, req.stage, world)
@@ -99,6 +108,7 @@ def _load_parent(folder: Path, model) -> None:
     """Weights of the previous stage; a LoRA run's adapters are merged into the LLM."""
     import json
 
+    checkpoint.check_present(folder, "meta.json", "model.safetensors")
     lora = json.loads((folder / "meta.json").read_text()).get("lora", 0)
     if lora:
         add_lora(model, lora)
@@ -108,6 +118,11 @@ def _load_parent(folder: Path, model) -> None:
 
 
 def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
+    if req.stage not in STAGES:
+        raise VilactlError(f"--stage must be one of {', '.join(STAGES)}, got {req.stage!r}")
+    out = output_dir(workspace, "checkpoints", req.out_name)
+    if req.parents:
+        _train_parents(workspace, req, console)
     d = distributed.setup()
     cfg, scfg, blend, layout, model, tok, paths, parent = prepare(workspace, req, d.world)
     stage = STAGES[req.stage]
@@ -116,52 +131,66 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         add_lora(model, lora)
     counts = apply_freeze(model, stage, lora)
     if d.main:
-        console.print(f"[bold]{req.stage}[/bold] on {blend}: {describe(counts)}")
-        console.print(f"  batch: {layout.global_batch} rows of {layout.max_length} tokens = "
-                      f"{layout.micro_batch_size} × accumulation {layout.grad_accum} × "
-                      f"{d.world} rank(s); {cfg.data.workers} decoding worker(s) per rank")
+        _announce(console, req.stage, blend, counts, layout, d.world, cfg.data.workers)
     if cfg.train.gradient_checkpointing:
         # non-reentrant: works under DDP/FSDP and with a frozen embedding's inputs
         model.llm.gradient_checkpointing_enable({"use_reentrant": False})
-    out = workspace / "checkpoints" / req.out_name
+    steps = req.steps or scfg.steps
+    args = {"name": req.out_name, "blend": blend, "config": cfg.source, "steps": steps,
+            "lora": lora, "parent": parent and parent["id"], "world": d.world,
+            "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
+            "micro_batch_size": layout.micro_batch_size, "max_length": layout.max_length,
+            "strategy": cfg.train.strategy}
+    with jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
+                  target=f"checkpoints/{req.out_name}", record=d.main) as job:
+        resume_from = _resume(workspace, req, out, cfg, scfg, layout, model, d, console)
+        model.to(d.device)
+        stream, data = train_setup.data_source(cfg, layout, stage.sft, model, tok, paths, d)
+        meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
+                "parent": parent and parent["id"],
+                "tokenizer": str(train_setup.tokenizer_path(workspace, cfg))}
+        summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
+                             _loop_args(cfg, scfg.lr, steps, layout), d, out, resume_from,
+                             _on_save(workspace, req, job.run, out, blend, parent), meta,
+                             lambda rec: _log(console, rec))
+        summary.update(skipped={**stream.skipped,
+                                "undecodable_image": summary.pop("undecodable_image")},
+                       trainable=counts, world=d.world)
+        job.counts.update(summary)
+    if d.main:
+        _where(workspace, console, req.out_name)
+    return summary
+
+
+def _announce(console: Console, stage: str, blend: str, counts: dict, layout, world: int,
+              workers: int) -> None:
+    console.print(f"[bold]{stage}[/bold] on {blend}: {describe(counts)}")
+    console.print(f"  batch: {layout.global_batch} rows of {layout.max_length} tokens = "
+                  f"{layout.micro_batch_size} × accumulation {layout.grad_accum} × "
+                  f"{world} rank(s); {workers} decoding worker(s) per rank")
+
+
+def _resume(workspace: Path, req: TrainRequest, out: Path, cfg, scfg, layout, model, d,
+            console: Console) -> Path | None:
+    """The checkpoint --resume continues from (its weights loaded; a changed batch layout
+    refused first), or None for a fresh run, whose old logs are cleared."""
     resume_from = _latest_step(out) if req.resume else None
-    if resume_from is not None:       # refuse another batch layout before loading anything
+    if resume_from is not None:
         now_layout = layout_record(_loop_args(cfg, scfg.lr, 1, layout), d.world)
         check_layout(checkpoint.read_state(resume_from), now_layout, resume_from)
         checkpoint.load_model(resume_from, model)     # then optimizer, scheduler, RNG in the loop
         if d.main:
             console.print(f"resuming from {resume_from}")
-    model.to(d.device)
     if d.main and not req.resume:     # a fresh run of this name starts its logs over
-        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+        atomic.remove(contained(workspace, out / "tensorboard") if out.exists() else None)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    stream, data = train_setup.data_source(cfg, layout, stage.sft, model, tok, paths, d)
-    steps = req.steps or scfg.steps
-    run = Run(command=f"vilactl train --stage {req.stage}",
-              args={"name": req.out_name, "blend": blend, "config": cfg.source, "steps": steps,
-                    "lora": lora, "parent": parent and parent["id"], "world": d.world,
-                    "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
-                    "micro_batch_size": layout.micro_batch_size,
-                    "max_length": layout.max_length, "strategy": cfg.train.strategy})
-    meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
-            "parent": parent and parent["id"], "tokenizer": str(_tokenizer_path(workspace, cfg))}
-    par = distributed.wrap(model, d, cfg.train.strategy)
-    try:
-        summary = train_loop(par, data, _loop_args(cfg, scfg.lr, steps, layout), d, out,
-                             resume_from, _on_save(workspace, req, run, out, blend, parent),
-                             meta, lambda rec: _log(console, rec))
-    except BaseException as e:
-        if d.main:
-            record_failure(workspace, run, e)
-        raise
-    summary.update(skipped={**stream.skipped,
-                            "undecodable_image": summary.pop("undecodable_image")},
-                   trainable=counts, world=d.world)
-    if d.main:
-        run.status, run.finished_at, run.counts = "ok", now(), summary
-        with db.writer(workspace) as con:
-            record_run(con, run)
-    return summary
+    return resume_from
+
+
+def _where(workspace: Path, console: Console, name: str) -> None:
+    row = find_checkpoint(workspace, name)
+    if row is not None:
+        console.print(f"checkpoint [bold]{row['id']}[/bold] at {row['path']}")
 
 
 def _on_save(workspace: Path, req: TrainRequest, run: Run, out: Path, blend: str,
@@ -175,7 +204,7 @@ def _on_save(workspace: Path, req: TrainRequest, run: Run, out: Path, blend: str
                 forget_checkpoints(con, req.out_name)
                 for stale in out.glob("step-*"):
                     if stale != folder:
-                        shutil.rmtree(stale)
+                        atomic.remove(contained(workspace, stale))
             record_checkpoint(con, f"{req.out_name}@{step}", req.stage, run.id, str(folder),
                               step, metrics, blend, parent and parent["id"])
     return on_save
@@ -193,8 +222,3 @@ def _loop_args(cfg, lr: float, steps: int, layout: config.Layout) -> LoopArgs:
                     warmup_ratio=t.warmup_ratio, weight_decay=t.weight_decay,
                     max_grad_norm=t.max_grad_norm, log_every=t.log_every,
                     save_every=t.save_every, betas=tuple(t.betas))
-
-
-def _tokenizer_path(workspace: Path, cfg) -> Path | str:
-    return workspace / train_setup.DEMO_TOKENIZER if cfg.model.tokenizer == "demo" \
-        else cfg.model.tokenizer

@@ -47,12 +47,20 @@ def _texts(paths: list[str]):
                         yield s["text"]
 
 
+def tokenizer_path(workspace: Path, cfg: TrainConfig) -> Path | str:
+    """The config's tokenizer: a name or path, or (`demo`) the absolute path of vilactl's own,
+    so that a checkpoint's meta.json works from any working directory."""
+    if cfg.model.tokenizer == "demo":
+        return (Path(workspace) / DEMO_TOKENIZER).resolve()
+    return cfg.model.tokenizer
+
+
 def tokenizer_for(workspace: Path, cfg: TrainConfig):
     if cfg.model.tokenizer != "demo":
         return load_tokenizer(cfg.model.tokenizer)
     import torch.distributed as dist
 
-    folder = workspace / DEMO_TOKENIZER
+    folder = tokenizer_path(workspace, cfg)
     several = dist.is_initialized()
     if several and dist.get_rank() != 0:
         dist.barrier()          # under torchrun rank 0 alone trains and writes it; the others
@@ -87,6 +95,9 @@ def tower_spec(workspace: Path, raw: dict) -> TowerSpec:
             raise VilactlError(f"vision tower checkpoint {ckpt!r} is neither a file nor a "
                                "catalog checkpoint (the demo's is made by `vilactl demo`)")
         spec.checkpoint = row["path"]
+    if spec.checkpoint and not Path(spec.checkpoint).is_file():
+        raise VilactlError(f"vision tower checkpoint {ckpt!r}: file {spec.checkpoint} is "
+                           "missing")
     return spec
 
 

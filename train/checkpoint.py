@@ -100,8 +100,16 @@ def save(folder: Path, root: torch.nn.Module, optimizer=None, scheduler=None,
     return folder
 
 
+def check_present(folder: Path, *files: str) -> None:
+    """One clear line when a checkpoint folder or one of its files is gone."""
+    for name in files or ("model.safetensors",):
+        if not (Path(folder) / name).is_file():
+            raise VilactlError(f"checkpoint {folder}: {name} is missing (moved or deleted?)")
+
+
 def check_shapes(folder: Path, model: torch.nn.Module) -> None:
     """One clear line if the checkpoint was saved from a model of another shape."""
+    check_present(folder)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
@@ -124,6 +132,7 @@ def load_model(folder: Path, model: torch.nn.Module) -> None:
 
 
 def read_state(folder: Path) -> dict:
+    check_present(folder, "state.json")
     return json.loads((folder / "state.json").read_text())
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import yaml
 
 from vilactl.base.errors import VilactlError
+from vilactl.train.stages import STAGES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-STAGES = ("projector", "pretrain", "sft")
 
 
 @dataclass

@@ -56,18 +56,17 @@ class Evaluator:
                                    max_length=10**9, sft=True)
 
     def _pixels(self, images: list[bytes], blank: bool) -> torch.Tensor | None:
-        import io
 
-        from PIL import Image
+        from vilactl.curation.images import open_image
 
         if not images:
             return None
         if blank:
-            return torch.stack([torch.full_like(self.preprocess(Image.open(io.BytesIO(b))), 0.5)
+            return torch.stack([torch.full_like(self.preprocess(open_image(b)), 0.5)
                                 for b in images])
-        return torch.stack([self.preprocess(Image.open(io.BytesIO(b))) for b in images])
+        return torch.stack([self.preprocess(open_image(b)) for b in images])
 
-    def _prompt(self, segments: list[dict], caption: bool) -> tuple[list[int], list[bytes]]:
+    def _prompt(self, segments: list[dict]) -> tuple[list[int], list[bytes]]:
         ex = self.sft.prompt(segments)
         return ex.input_ids.tolist(), ex.images
 
@@ -82,7 +81,7 @@ class Evaluator:
 
     def _batch(self, prompts: list[list[dict]], caption: bool, blank: bool) -> list[str]:
         device = next(self.model.parameters()).device
-        built = [self._prompt(p, caption) for p in prompts]
+        built = [self._prompt(p) for p in prompts]
         width = max(len(ids) for ids, _ in built)
         embeds, mask = [], torch.zeros(len(built), width, dtype=torch.long, device=device)
         for r, (ids, images) in enumerate(built):
@@ -98,7 +97,7 @@ class Evaluator:
             eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
         return [self.tok.decode(g, skip_special_tokens=True).strip() for g in gen]
 
-    def _shots(self, its: list[Item], i: int, k: int, caption: bool) -> list[dict]:
+    def _shots(self, its: list[Item], i: int, k: int) -> list[dict]:
         if k == 0:
             return []
         rng = np.random.default_rng([self.seed, i])
@@ -111,7 +110,7 @@ class Evaluator:
 
     def run(self, its: list[Item], task: str, shots: int, blank: bool = False) -> dict:
         caption = task == "caption"
-        preds = self.answers([self._shots(its, i, shots, caption) + it.context
+        preds = self.answers([self._shots(its, i, shots) + it.context
                               for i, it in enumerate(its)], caption, blank)
         if caption:
             from pycocoevalcap.cider.cider import Cider

@@ -14,7 +14,6 @@ of workers, and the next batches are decoded while the model trains on this one.
 """
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -34,11 +33,11 @@ class Decoder:
     with_mask: bool = True
 
     def _decode(self, images: list[bytes]) -> list | None:
-        from PIL import Image
+        from vilactl.curation.images import ImageProblem, open_image
 
-        try:
-            return [self.preprocess(Image.open(io.BytesIO(b))) for b in images]
-        except Exception:   # PIL raises many kinds for bad bytes; the sample is dropped, counted
+        try:        # within the pixel limit, else dropped and counted like undecodable bytes
+            return [self.preprocess(open_image(b)) for b in images]
+        except ImageProblem:
             return None
 
     def __getitem__(self, plan: Plan) -> Batch:

@@ -40,7 +40,13 @@ def load_tokenizer(name_or_path: str | Path):
     """A transformers tokenizer with `<image>` and a pad token added when missing."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    from vilactl.base.errors import VilactlError
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as e:     # a missing folder, an unknown name offline
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise VilactlError(f"tokenizer {name_or_path}: cannot load ({first})") from e
     if IMAGE_TOKEN not in tok.get_vocab():
         tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     if tok.pad_token is None:

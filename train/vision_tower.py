@@ -117,19 +117,14 @@ def _hf_tower(spec: TowerSpec):
 
 
 def _open_clip_tower(spec: TowerSpec):
-    import logging
 
     import open_clip
 
-    from vilactl.curation.clip_scorer import ensure_model_config
+    from vilactl.curation.clip_scorer import ensure_model_config, random_init_quietly
 
     ensure_model_config(spec.name)
-    quiet = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)   # "no pretrained weights": we load our own
-    try:
+    with random_init_quietly():           # "no pretrained weights": we load our own below
         model = open_clip.create_model(spec.name, pretrained=None)
-    finally:
-        logging.getLogger().setLevel(quiet)
     if spec.checkpoint:
         from safetensors.torch import load_file
 
