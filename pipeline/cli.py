@@ -231,7 +231,7 @@ def curate(
         raise VilactlError(f"curate supports coyo, not {corpus!r}")
     req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
     ds = run(state.workspace, req, state.ray_address, console)
-    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs")
+    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs → {ds.uri}")
 
 
 @app.command("build")

@@ -48,14 +48,15 @@ def tiny_world(tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, workspace: Path | None = None, env: dict | None = None,
-            check: bool = False, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_cli(*args: str, workspace: Path | str | None = None, env: dict | None = None,
+            check: bool = False, timeout: float = 300,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "vilactl.pipeline.cli"]
     if workspace is not None:
         cmd += ["--workspace", str(workspace)]
     full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
     if check and proc.returncode != 0:
         raise AssertionError(f"vilactl {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -77,9 +77,10 @@ def test_failing_and_succeeding_runs_have_one_shape(ws, tmp_path, coyo_rows, ray
     run_cli("register", "samples", "--kind", "mmc4-images", "--name", "not_mmc4", "--data",
             samples_file(tmp_path / "x.parquet", [segment("user", text="hi")]), workspace=ws,
             check=True)
-    run_cli("register", "samples", "--name", "no_answers", "--data",
-            samples_file(tmp_path / "q.parquet", [segment("user", text="q?")]), workspace=ws,
-            check=True)
+    run_cli("register", "samples", "--name", "no_answers", "--data",     # ends in an image
+            samples_file(tmp_path / "q.parquet", [segment("user", text="q?"),
+                                                  segment("user", image=b"\x89PNG")]),
+            workspace=ws, check=True)
     ok = run_shape(newest(ws, "ok"))
     for args, needle in _failures(ws, tmp_path, coyo_rows, ray_head):
         one_line_error(run_cli(*args, workspace=ws), needle)
