@@ -62,8 +62,8 @@ def copy(folder: Path, out: Path) -> int:
 
 def main() -> None:
     from vilactl.catalog import db
-    from vilactl.pipeline.blend import BlendRequest, blend
-    from vilactl.pipeline.register import register_samples
+    from vilactl.pipeline.jobs.blend import BlendRequest, blend
+    from vilactl.pipeline.jobs.register import register_samples
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

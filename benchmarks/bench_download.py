@@ -64,7 +64,7 @@ def vilactl_download(ws: Path, meta: Path, mirror: str, base: str) -> float:
     from rich.console import Console
 
     from vilactl.curation.fetch import FetchOptions
-    from vilactl.pipeline.download import DownloadRequest, download
+    from vilactl.pipeline.jobs.download import DownloadRequest, download
 
     opts = FetchOptions(image_size=64, threads=THREADS, allow_private_network=True,
                         url_map=((base, mirror),))
@@ -83,7 +83,7 @@ def count_bare(out: Path) -> int:
 
 def main() -> None:
     from vilactl.curation.world import PRESETS, generate
-    from vilactl.pipeline.ray_runtime import ray_session
+    from vilactl.pipeline.services.ray_runtime import ray_session
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-dl-"))
     try:

@@ -22,7 +22,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 from vilactl.catalog import db
-from vilactl.pipeline.register_instruct import register_llava
+from vilactl.pipeline.jobs.register_instruct import register_llava
 ws = Path(sys.argv[1]); db.init(ws)
 t0 = time.perf_counter()
 ds, counts, _ = register_llava(ws, sys.argv[2], sys.argv[3], "llava")

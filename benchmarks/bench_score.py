@@ -32,7 +32,7 @@ def make_dataset(ws: Path, n: int) -> list[dict]:
     """A registered coyo-images dataset of n demo-world pictures with true captions."""
     from vilactl.base import atomic
     from vilactl.catalog import db
-    from vilactl.catalog.register import Dataset, Shard, record_dataset
+    from vilactl.catalog.rows import Dataset, Shard, record_dataset
     from vilactl.curation.records import COYO_IMAGES_SCHEMA
     from vilactl.curation.shapes import random_scene, render
 
@@ -82,7 +82,7 @@ def bare(spec, rows: list[dict], threads: int) -> float:
 def vilactl(ws: Path, spec, name: str) -> float:
     from rich.console import Console
 
-    from vilactl.pipeline.score import ScoreRequest, score
+    from vilactl.pipeline.jobs.score import ScoreRequest, score
 
     t0 = time.perf_counter()
     score(ws, ScoreRequest("bench", spec, name=name, batch_size=BATCH, replace=True), None,
@@ -95,7 +95,7 @@ def main() -> None:
     from safetensors.torch import save_file
 
     from vilactl.curation.clip_scorer import DEMO_CLIP, ScorerSpec
-    from vilactl.pipeline.ray_runtime import ray_session
+    from vilactl.pipeline.services.ray_runtime import ray_session
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Path(tmp)

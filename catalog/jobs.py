@@ -36,7 +36,7 @@ from vilactl.base import atomic, locks
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import contained, output_dir
 from vilactl.catalog import db
-from vilactl.catalog.register import (
+from vilactl.catalog.rows import (
     Dataset,
     Run,
     Shard,

@@ -10,7 +10,7 @@ import json
 import duckdb
 
 from vilactl.base.kinds import Kind
-from vilactl.catalog.register import view_name
+from vilactl.catalog.rows import view_name
 
 
 def _dicts(rel: duckdb.DuckDBPyRelation) -> list[dict]:

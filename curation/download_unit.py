@@ -6,7 +6,7 @@ A unit is a row range of one input Parquet file. It writes, in this order:
   _stats/part-<unit>.json           counts — written last: its presence means the unit is done
 Each file goes to a temporary name and is renamed into place, so a killed worker leaves no
 half-written file under a final name, and a rerun that redoes the unit overwrites the same names:
-each key lands exactly once. No Ray here; pipeline/download.py runs these as Ray tasks.
+each key lands exactly once. No Ray here; pipeline/jobs/download.py runs these as Ray tasks.
 """
 from __future__ import annotations
 

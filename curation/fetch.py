@@ -3,7 +3,7 @@
 vilactl replaces only img2dataset's *distributor* (its Ray distributor drops failed shards and
 never retries URLs); the per-URL work — urllib with a thread pool, X-Robots-Tag opt-outs,
 retries, decoding, resizing, re-encoding, hashing — is img2dataset's `Downloader`, called
-in-process on one shard. This module has no Ray in it: pipeline/download.py runs `fetch` inside
+in-process on one shard. This module has no Ray in it: pipeline/jobs/download.py runs `fetch` inside
 Ray tasks. Importing it has no side effects (img2dataset's workers may be spawned).
 """
 from __future__ import annotations

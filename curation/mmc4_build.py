@@ -3,7 +3,7 @@
 Each document is optionally rescored (its similarity matrix recomputed by a CLIP from its own
 images), its images assigned to sentences (mmc4_variants.assignment), filtered mmc4-core style
 (dropped documents counted per reason) and turned into samples of the variant. Pure file work:
-pipeline/build.py runs `build_shard` as a Ray task per shard.
+pipeline/jobs/build.py runs `build_shard` as a Ray task per shard.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A `ShardSource` is one shard of the dataset being curated with where its score comes from:
 an expression over its own columns, or the matching shard of a `vilactl score` output (joined on
-`id`). No catalog access here; pipeline/curate.py drives these.
+`id`). No catalog access here; pipeline/jobs/curate.py drives these.
 """
 from __future__ import annotations
 

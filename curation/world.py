@@ -25,7 +25,7 @@ from vilactl.curation.shapes import Scene, questions, random_scene, render
 from vilactl.curation.world_docs import make_mmc4_docs, write_jsonl_shards
 from vilactl.curation.world_text import text_instructions
 
-# Faults the loopback mirror can produce, chosen by URL (see pipeline/mirror.py).
+# Faults the loopback mirror can produce, chosen by URL (see pipeline/services/mirror.py).
 # "redirect" and "noai" still carry an image: the first must be followed, the second respected.
 FAULTS = ("404", "500", "slow", "truncated", "notimage", "redirect", "noai")
 DEFAULT_BASE_URL = "http://mirror.vilactl.test"

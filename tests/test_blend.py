@@ -16,7 +16,7 @@ import pytest
 from conftest import catalog_snapshot, run_cli, sql, workspace_copy
 
 from vilactl.curation.records import sample_table, segment
-from vilactl.pipeline.demo_blends import DEMO_BLENDS
+from vilactl.pipeline.jobs.demo_blends import DEMO_BLENDS
 
 
 @pytest.fixture(scope="module")

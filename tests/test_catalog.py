@@ -10,7 +10,7 @@ import pytest
 from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
 from vilactl.catalog.query import run_sql, summary
-from vilactl.catalog.register import Dataset, Run, Shard, record_dataset, record_run
+from vilactl.catalog.rows import Dataset, Run, Shard, record_dataset, record_run
 from vilactl.catalog.schema import SCHEMA_VERSION
 
 TABLES = {"runs", "datasets", "shards", "selections", "blends", "blend_components",

@@ -5,8 +5,8 @@ import re
 
 from conftest import REPO, run_cli, sql
 
-from vilactl.pipeline.demo import STEPS
-from vilactl.pipeline.demo_blends import DEMO_BLENDS
+from vilactl.pipeline.jobs.demo import STEPS
+from vilactl.pipeline.jobs.demo_blends import DEMO_BLENDS
 
 
 def _truth(ws, name):

@@ -18,7 +18,7 @@ from conftest import catalog_snapshot, run_cli, sql
 from PIL import Image
 
 from vilactl.curation.world import DEFAULT_BASE_URL, FAULTS, PRESETS, generate
-from vilactl.pipeline.mirror import Mirror
+from vilactl.pipeline.services.mirror import Mirror
 
 REASON = {"404": "http_404", "500": "http_500", "slow": "timeout", "truncated": "incomplete_read",
           "notimage": "decode_error", "noai": "opt_out"}
@@ -221,7 +221,7 @@ def test_bad_input(world, tmp_path, coyo_rows, ray_head):
 
 
 def test_failed_units_are_retried_then_reported(ray_head, tmp_path):
-    from vilactl.pipeline.ray_runtime import ray_session, run_tasks
+    from vilactl.pipeline.services.ray_runtime import ray_session, run_tasks
 
     def flaky(marker: str, failures: int) -> int:  # nested: Ray ships it by value
         import pathlib

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vilactl.curation.fetch import FetchOptions, fetch
 from vilactl.curation.safe_http import Policy, Refused, checked_addresses
-from vilactl.pipeline.mirror import Mirror
+from vilactl.pipeline.services.mirror import Mirror
 
 
 def png(size, mode="RGB") -> bytes:

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from PIL import Image, UnidentifiedImageError
 
-from vilactl.pipeline.mirror import FAULT_KINDS, NOT_AN_IMAGE, Mirror
+from vilactl.pipeline.services.mirror import FAULT_KINDS, NOT_AN_IMAGE, Mirror
 
 IMG = "images/coyo/1.png"
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import catalog_snapshot, run_cli, sql
 
 from vilactl.curation.world import DEFAULT_BASE_URL, PRESETS, generate
-from vilactl.pipeline.mirror import Mirror
+from vilactl.pipeline.services.mirror import Mirror
 
 
 def cli(ws, ray_head, *args, check=True):
@@ -98,7 +98,7 @@ def test_split_preprocess_gives_the_same_pixels(model):
 def test_a_batch_of_only_undecodable_images_scores_nan():
     """A last batch holding one broken image used to stack a 1×1 blank and crash the forward."""
     from vilactl.curation.clip_scorer import DEMO_CLIP, ScorerSpec
-    from vilactl.pipeline.score import _ScoreActor
+    from vilactl.pipeline.jobs.score import _ScoreActor
 
     actor = _ScoreActor(ScorerSpec(DEMO_CLIP), 1, True)
     out = actor({"image": [b"not an image", b"\x89PNG"], "text": np.array(["a", "b"]),

@@ -142,7 +142,7 @@ def test_fsdp_checkpoint_is_whole_and_resume_is_exact(ws, mixed, tmp_path):
 
 
 def _model(ws, meta):
-    from vilactl.pipeline import train_setup
+    from vilactl.pipeline.jobs import train_setup
     from vilactl.train import config as train_config
     from vilactl.train.tokenizer import load_tokenizer
 

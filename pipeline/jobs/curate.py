@@ -20,7 +20,7 @@ from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
-from vilactl.catalog.register import (
+from vilactl.catalog.rows import (
     Dataset,
     clip_score_shards,
     dataset_shards,
@@ -33,7 +33,7 @@ from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
 from vilactl.curation.score_files import bound_key, read_footer
 from vilactl.curation.shard_select import ShardSource
 from vilactl.curation.topk import TopK, cutoff_of
-from vilactl.pipeline.ray_runtime import call, ray_session, run_tasks
+from vilactl.pipeline.services.ray_runtime import call, ray_session, run_tasks
 
 CURATABLE = {Kind.COYO_METADATA, Kind.COYO_IMAGES}
 

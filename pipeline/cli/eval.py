@@ -1,4 +1,4 @@
-"""`vilactl eval`: the command-line face of pipeline/eval.py."""
+"""`vilactl eval`: the command-line face of pipeline/jobs/eval.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,8 +21,8 @@ def eval_cmd(
 ) -> None:
     """Evaluate a checkpoint: VQA exact match (with blank-image and majority-answer
     controls), captioning CIDEr, text-only accuracy; results into the catalog's evals."""
-    from vilactl.pipeline.context import console, state
-    from vilactl.pipeline.eval import DEMO_EVAL, EvalRequest, evaluate
+    from vilactl.pipeline.cli.context import console, state
+    from vilactl.pipeline.jobs.eval import DEMO_EVAL, EvalRequest, evaluate
 
     try:
         ks = [int(s) for s in shots.split(",") if s.strip()]

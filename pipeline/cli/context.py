@@ -1,7 +1,7 @@
 """State shared by the CLI's command modules: global options and the consoles.
 
-Kept apart from cli.py so that `python -m vilactl.pipeline.cli` (where cli.py runs as
-__main__) and the command modules see one and the same state.
+Kept apart from the app (cli/__init__.py) so that every command module imports the same state
+without importing the app that imports them.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
 """
 from __future__ import annotations
 
-from vilactl.pipeline.blend import BlendRequest, blend
+from vilactl.pipeline.jobs.blend import BlendRequest, blend
 
 DEMO_BLENDS: dict[str, dict] = {
     "blend_projector": {"weights": {"coyo_curated": 1.0}},

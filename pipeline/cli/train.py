@@ -1,4 +1,4 @@
-"""`vilactl train`: the command-line face of pipeline/train.py."""
+"""`vilactl train`: the command-line face of pipeline/jobs/train.py."""
 from __future__ import annotations
 
 import os
@@ -30,9 +30,9 @@ def train(
     """Train one stage of the VILA recipe (also under `torchrun --nproc_per_node N -m
     vilactl.pipeline.cli train …`). Freeze policy and trainable parameters are printed; loss,
     tokens/s and padding go to metrics.jsonl and TensorBoard next to the checkpoints."""
-    from vilactl.pipeline.context import console, state
-    from vilactl.pipeline.train import TrainRequest
-    from vilactl.pipeline.train import train as run
+    from vilactl.pipeline.cli.context import console, state
+    from vilactl.pipeline.jobs.train import TrainRequest
+    from vilactl.pipeline.jobs.train import train as run
 
     req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
                        init=init, name=name, resume=resume, parents=parents)

@@ -2,7 +2,7 @@
 debug config (train/configs/debug.yaml). The `tiny` size runs a few steps of each, for tests."""
 from __future__ import annotations
 
-from vilactl.pipeline.train import TrainRequest, train
+from vilactl.pipeline.jobs.train import TrainRequest, train
 
 TINY_STEPS = 6
 
@@ -30,7 +30,7 @@ def step_sft(ctx) -> dict:
 def step_eval(ctx) -> dict:
     from rich.console import Console
 
-    from vilactl.pipeline.eval import EvalRequest, evaluate
+    from vilactl.pipeline.jobs.eval import EvalRequest, evaluate
 
     res = evaluate(ctx.workspace, EvalRequest(), Console(quiet=True))
     pick = {("eval_vqa", "accuracy", 0): "vqa_0shot", ("eval_vqa", "accuracy", 4): "vqa_4shot",
@@ -42,7 +42,7 @@ def step_eval(ctx) -> dict:
 
 
 def step_report(ctx) -> dict:
-    from vilactl.pipeline.report import build
+    from vilactl.pipeline.jobs.report import build
 
     path = build(ctx.workspace)
     ctx.console.print(f"  report: {path}")

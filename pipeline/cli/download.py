@@ -1,4 +1,4 @@
-"""`vilactl download coyo|mmc4`: the command-line face of pipeline/download.py."""
+"""`vilactl download coyo|mmc4`: the command-line face of pipeline/jobs/download.py."""
 from __future__ import annotations
 
 from enum import Enum
@@ -74,9 +74,9 @@ def download(
     Failed URLs are counted by reason (http_<code>, timeout, incomplete_read, decode_error,
     opt_out, rejected_url, …) per shard and per dataset in the catalog."""
     from vilactl.curation.fetch import FetchOptions
-    from vilactl.pipeline.context import console, state
-    from vilactl.pipeline.download import DownloadRequest
-    from vilactl.pipeline.download import download as run
+    from vilactl.pipeline.cli.context import console, state
+    from vilactl.pipeline.jobs.download import DownloadRequest
+    from vilactl.pipeline.jobs.download import download as run
 
     if corpus is Corpus.coyo and docs:
         raise VilactlError("--docs is for mmc4; COYO takes --metadata")

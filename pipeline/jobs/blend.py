@@ -28,7 +28,7 @@ from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
-from vilactl.catalog.register import (
+from vilactl.catalog.rows import (
     Dataset,
     Shard,
     dataset_shards,

@@ -20,13 +20,13 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import contained, output_dir
 from vilactl.catalog import db, jobs
-from vilactl.catalog.register import (
+from vilactl.catalog.rows import (
     Run,
     find_checkpoint,
     forget_checkpoints,
     record_checkpoint,
 )
-from vilactl.pipeline import train_setup
+from vilactl.pipeline.jobs import train_setup
 from vilactl.train import checkpoint, config, distributed
 from vilactl.train.loop import LoopArgs, check_layout, layout_record, train_loop
 from vilactl.train.stages import STAGES, add_lora, apply_freeze, describe

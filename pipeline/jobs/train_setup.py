@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from vilactl.base.errors import VilactlError
-from vilactl.catalog.register import dataset_shards, find_checkpoint
+from vilactl.catalog.rows import dataset_shards, find_checkpoint
 from vilactl.curation.records import sample_schema_problem
 from vilactl.train.config import Layout, TrainConfig
 from vilactl.train.data import BlendStream

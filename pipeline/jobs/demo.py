@@ -21,18 +21,18 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.catalog import db, jobs
-from vilactl.catalog.register import finished_run
+from vilactl.catalog.rows import finished_run
 from vilactl.curation.world import PRESETS, WorldConfig, generate
-from vilactl.pipeline import register
-from vilactl.pipeline.demo_blends import step_blends
-from vilactl.pipeline.demo_train import (
+from vilactl.pipeline.jobs import register
+from vilactl.pipeline.jobs.demo_blends import step_blends
+from vilactl.pipeline.jobs.demo_train import (
     step_eval,
     step_pretrain,
     step_projector,
     step_report,
     step_sft,
 )
-from vilactl.pipeline.mirror import Mirror
+from vilactl.pipeline.services.mirror import Mirror
 
 # Demo datasets: catalog name → (world file key, kind).
 SAMPLE_SETS = {
@@ -129,7 +129,7 @@ def step_register_sets(ctx: DemoContext) -> dict:
 
 def _download(ctx: DemoContext, kind: str, source: str, name: str) -> dict:
     from vilactl.curation.fetch import FetchOptions
-    from vilactl.pipeline.download import DownloadRequest, download
+    from vilactl.pipeline.jobs.download import DownloadRequest, download
 
     # The world's URLs point at mirror.vilactl.test; fetch them from the loopback mirror, whose
     # slow URLs (2 s) outlast the 1 s timeout.
@@ -158,7 +158,7 @@ def clip_dir(ctx: DemoContext) -> Path:
 def step_train_clip(ctx: DemoContext) -> dict:
     from rich.progress import Progress
 
-    from vilactl.catalog.register import new_run_id, record_checkpoint
+    from vilactl.catalog.rows import new_run_id, record_checkpoint
     from vilactl.curation.demo_clip import train_demo_clip
 
     steps, pairs, batch = (200, 16000, 256) if ctx.size == "demo" else (120, 4000, 128)
@@ -178,7 +178,7 @@ def step_train_clip(ctx: DemoContext) -> dict:
 def step_score_coyo(ctx: DemoContext) -> dict:
     from vilactl.curation.clip_scorer import DEMO_CLIP, ScorerSpec
     from vilactl.curation.demo_clip import WEIGHTS_FILE
-    from vilactl.pipeline.score import ScoreRequest, score
+    from vilactl.pipeline.jobs.score import ScoreRequest, score
 
     spec = ScorerSpec(DEMO_CLIP, str(clip_dir(ctx) / WEIGHTS_FILE))
     ds = score(ctx.workspace, ScoreRequest("coyo", spec, replace=True), ctx.ray_address,
@@ -187,8 +187,8 @@ def step_score_coyo(ctx: DemoContext) -> dict:
 
 
 def step_curate_coyo(ctx: DemoContext) -> dict:
-    from vilactl.catalog.register import dataset_shards
-    from vilactl.pipeline.curate import CurateRequest, curate
+    from vilactl.catalog.rows import dataset_shards
+    from vilactl.pipeline.jobs.curate import CurateRequest, curate
 
     n = dataset_shards(ctx.workspace, "coyo")[0]["num_samples"]
     # Keep the best half of the downloaded pairs (the world corrupts 30% of captions).
@@ -200,7 +200,7 @@ def step_curate_coyo(ctx: DemoContext) -> dict:
 
 def step_build_mmc4(ctx: DemoContext) -> dict:
     from vilactl.curation.mmc4_variants import VARIANTS
-    from vilactl.pipeline.build import BuildRequest, build_variant
+    from vilactl.pipeline.jobs.build import BuildRequest, build_variant
 
     counts = {}
     for variant in VARIANTS:
@@ -242,7 +242,7 @@ def run_demo(workspace: Path, seed: int, size: str, force: bool, console: Consol
              ray_address: str | None = None, until: str | None = None) -> dict:
     """Run every step (skipping finished ones unless `force`) up to `until`; returns counts
     per step."""
-    from vilactl.pipeline.ray_runtime import ray_session
+    from vilactl.pipeline.services.ray_runtime import ray_session
 
     names = [s.name for s in STEPS]
     if until is not None and until not in names:

@@ -28,11 +28,11 @@ from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
 from vilactl.catalog import jobs
-from vilactl.catalog.register import Dataset, dataset_shards, resolve
+from vilactl.catalog.rows import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
 from vilactl.curation.images import open_image
 from vilactl.curation.score_files import write_score_file
-from vilactl.pipeline.ray_runtime import ray_session
+from vilactl.pipeline.services.ray_runtime import ray_session
 
 SCORABLE = {Kind.COYO_IMAGES}
 SCORES_SCHEMA = pa.schema([("key", pa.string()), ("id", pa.int64()), ("score", pa.float32()),

@@ -16,10 +16,10 @@ from rich.table import Table
 
 from vilactl.base.errors import VilactlError
 from vilactl.catalog import jobs
-from vilactl.catalog.register import dataset_shards, find_checkpoint
-from vilactl.pipeline.blend import BlendRequest, blend
-from vilactl.pipeline.eval import EvalRequest, evaluate
-from vilactl.pipeline.train import TrainRequest, train
+from vilactl.catalog.rows import dataset_shards, find_checkpoint
+from vilactl.pipeline.jobs.blend import BlendRequest, blend
+from vilactl.pipeline.jobs.eval import EvalRequest, evaluate
+from vilactl.pipeline.jobs.train import TrainRequest, train
 
 ABLATIONS: dict[str, dict[str, float]] = {
     "coyo": {"coyo_curated": 1.0},

@@ -21,7 +21,7 @@ from vilactl.base.errors import RecordError, VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, shown
 from vilactl.catalog import jobs
-from vilactl.catalog.register import Dataset, resolve
+from vilactl.catalog.rows import Dataset, resolve
 from vilactl.curation.instruct_formats import (
     chosen_rows,
     image_reader,

@@ -18,7 +18,7 @@ from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
 from vilactl.catalog import jobs
 from vilactl.catalog.checks import duplicates_problem
-from vilactl.catalog.register import Dataset, resolve
+from vilactl.catalog.rows import Dataset, resolve
 from vilactl.curation.readers import FileStats, expand, read_mmc4, scan_coyo, scan_samples
 from vilactl.curation.records import mmc4_table
 

@@ -1,4 +1,4 @@
-"""`vilactl blend`: the command-line face of pipeline/blend.py."""
+"""`vilactl blend`: the command-line face of pipeline/jobs/blend.py."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +12,7 @@ from vilactl.base.kinds import Kind
 def _default(workspace: Path, given: str | None, flag: str, kind: str, selected: bool,
              what: str, how: str) -> tuple[str, str]:
     """(dataset, why it was chosen) for --mmc4 / --coyo."""
-    from vilactl.catalog.register import newest_dataset
+    from vilactl.catalog.rows import newest_dataset
 
     if given:
         return given, "given"
@@ -97,9 +97,9 @@ def blend(
     counts samples instead. Draws are without replacement and deterministic in --seed; every
     sample keeps its source, sample id and component. Writes Parquet shards, manifest.json and
     catalog rows (blends, blend_components, and a dataset of kind `blend`)."""
-    from vilactl.pipeline.blend import BlendRequest
-    from vilactl.pipeline.blend import blend as run
-    from vilactl.pipeline.context import console, state
+    from vilactl.pipeline.cli.context import console, state
+    from vilactl.pipeline.jobs.blend import BlendRequest
+    from vilactl.pipeline.jobs.blend import blend as run
 
     weights, why = _components(Path(state.workspace), mmc4, mmc4_variant, mmc4_dataset, coyo,
                                coyo_dataset, component)

@@ -22,8 +22,8 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import contained
 from vilactl.catalog import jobs
-from vilactl.catalog.register import dataset_shards, find_checkpoint, record_evals
-from vilactl.pipeline import train_setup
+from vilactl.catalog.rows import dataset_shards, find_checkpoint, record_evals
+from vilactl.pipeline.jobs import train_setup
 from vilactl.train import checkpoint, config
 from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
 from vilactl.train.stages import add_lora

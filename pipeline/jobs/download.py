@@ -21,7 +21,7 @@ from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
 from vilactl.catalog import db, jobs
-from vilactl.catalog.register import (
+from vilactl.catalog.rows import (
     Dataset,
     Shard,
     dataset_row,
@@ -33,8 +33,8 @@ from vilactl.curation import download_unit as units_mod
 from vilactl.curation.download_unit import Unit
 from vilactl.curation.fetch import FetchOptions
 from vilactl.curation.readers import expand, parquet_rows, scan_coyo
-from vilactl.pipeline.ray_runtime import Rate, call, ray_session, run_tasks
-from vilactl.pipeline.register import check_unique, normalise_mmc4
+from vilactl.pipeline.jobs.register import check_unique, normalise_mmc4
+from vilactl.pipeline.services.ray_runtime import Rate, call, ray_session, run_tasks
 
 INPUT_KINDS = {"coyo": (Kind.COYO_METADATA, Kind.COYO_IMAGES),
                "mmc4": (Kind.MMC4_DOCS, Kind.MMC4_IMAGES)}

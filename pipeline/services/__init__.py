@@ -1,0 +1,1 @@
+"""Services the pipeline starts for itself: the loopback image mirror and the Ray runtime."""
