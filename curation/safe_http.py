@@ -171,33 +171,27 @@ def _deadline(req: urllib.request.Request, policy: Policy) -> float:
     return req.vilactl_deadline
 
 
-class _HTTPHandler(urllib.request.HTTPHandler):
+class _WithPolicy:
     def __init__(self, policy: Policy):
         super().__init__()
         self.policy = policy
 
+    def _connection(self, cls, req):
+        return functools.partial(cls, policy=self.policy, deadline=_deadline(req, self.policy))
+
+
+class _HTTPHandler(_WithPolicy, urllib.request.HTTPHandler):
     def http_open(self, req):
-        return self.do_open(functools.partial(_HTTPConnection, policy=self.policy,
-                                              deadline=_deadline(req, self.policy)), req)
+        return self.do_open(self._connection(_HTTPConnection, req), req)
 
 
-class _HTTPSHandler(urllib.request.HTTPSHandler):
-    def __init__(self, policy: Policy):
-        super().__init__()
-        self.policy = policy
-
+class _HTTPSHandler(_WithPolicy, urllib.request.HTTPSHandler):
     def https_open(self, req):
-        return self.do_open(functools.partial(_HTTPSConnection, policy=self.policy,
-                                              deadline=_deadline(req, self.policy)), req,
-                            context=self._context)
+        return self.do_open(self._connection(_HTTPSConnection, req), req, context=self._context)
 
 
-class _RedirectHandler(urllib.request.HTTPRedirectHandler):
+class _RedirectHandler(_WithPolicy, urllib.request.HTTPRedirectHandler):
     max_redirections = 5
-
-    def __init__(self, policy: Policy):
-        super().__init__()
-        self.policy = policy
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         why = url_refusal(newurl, self.policy.allow_private, self.policy.allow_hosts)

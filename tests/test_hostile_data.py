@@ -216,3 +216,20 @@ def test_report_escapes_what_it_shows(guard, coyo_rows, tmp_path):
     page = (guard.ws / "r.html").read_text()
     assert "<img src=x onerror" not in page
     assert "&lt;img src=x onerror=alert(1)&gt;" in page
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("5\n", "a config is a mapping"),
+    ("- model\n- data\n", "a config is a mapping"),
+    ("train: {micro_batch_size: eight}\n", "train.micro_batch_size must be an integer"),
+    ("data: {max_length: [1]}\n", "data.max_length must be an integer"),
+    ("stages: {sft: 3}\n", "stages.sft must be a mapping"),
+])
+def test_configs_of_the_wrong_shape_are_one_line(guard, tmp_path, text, needle):
+    cfg = tmp_path / "inputs" / "cfg.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(text)
+    guard.snap()
+    one_line_error(run_cli("train", "--stage", "projector", "--config", str(cfg),
+                           workspace=guard.ws), str(cfg), needle)
+    guard.check()

@@ -50,6 +50,7 @@ def commands(inputs):
         "curate": ["curate", "coyo", "--top-k", "2", "--dataset", "meta"],
         "build": ["build", "mmc4", "--variant", "interleaved"],
         "blend": ["blend", "--coyo", "1", "--coyo-dataset", "meta"],
+        "train": ["train", "--stage", "projector"],
     }
 
 
