@@ -60,7 +60,7 @@ def swap_in(tmp: Path, dest: Path) -> Path | None:
     sweep recognises) and returned, for the caller to remove once the swap is committed."""
     old = None
     if dest.is_symlink() or dest.exists():
-        old = dest.with_name(f".{dest.name}.{os.getpid()}-{time.monotonic_ns()}.old.tmp")
+        old = dest.with_name(f".{dest.name}~{os.getpid()}-{time.monotonic_ns()}.old.tmp")
         os.replace(dest, old)
     os.replace(tmp, dest)
     return old
@@ -77,11 +77,12 @@ def remove(path: Path | None) -> None:
 
 
 def temp_dir(dest: str | Path) -> Path:
-    """A new empty folder beside `dest` (`.<name>.<random>.tmp`), with the umask's normal
-    permissions: mkdtemp makes 0700, and outputs are shared data (other users, other nodes)."""
+    """A new empty folder beside `dest` (`.<name>~<random>.tmp`), with the umask's normal
+    permissions: mkdtemp makes 0700, and outputs are shared data (other users, other nodes).
+    `~` cannot occur in an output name, so the temps of `a` are never those of `a.b`."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}~", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
 
@@ -89,7 +90,7 @@ def temp_dir(dest: str | Path) -> Path:
 def stale_temps(dest: str | Path) -> list[Path]:
     """Temp files and folders that killed runs left beside `dest` (never final names)."""
     dest = Path(dest)
-    return sorted(dest.parent.glob(f".{dest.name}.*.tmp")) if dest.parent.is_dir() else []
+    return sorted(dest.parent.glob(f".{dest.name}~*.tmp")) if dest.parent.is_dir() else []
 
 
 def write_bytes(dest: str | Path, data: bytes) -> None:

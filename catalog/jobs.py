@@ -94,17 +94,18 @@ class Job:
 @contextlib.contextmanager
 def job(workspace: str | Path, command: str, args: dict, *, target: str,
         folder: Path | None = None, fresh: bool = True, dataset: str | None = None,
-        replace: bool = False, record: bool = True) -> Iterator[Job]:
+        kind: str | None = None, replace: bool = False, record: bool = True) -> Iterator[Job]:
     """Run a command's work as a job (see the module docstring). `target` names the output
-    (the lock and the runs' `target`); `dataset` is checked free unless `replace`. With
-    `record=False` (the other ranks of a torchrun job) nothing is locked or recorded."""
+    (the lock and the runs' `target`); `dataset` (of `kind`) is checked free unless `replace`
+    or the output is resumable (`fresh=False`). With `record=False` (the other ranks of a
+    torchrun job) nothing is locked or recorded."""
     workspace = Path(workspace)
     if not record:
         yield Job(workspace, Run(command=command, args=args, target=target), folder)
         return
     with locks.hold(workspace, target, target):
         if dataset is not None:
-            check_free(workspace, dataset, folder if fresh else None, replace)
+            check_free(workspace, dataset, folder if fresh else None, replace or not fresh, kind)
         run = Run(command=command, args=args, target=target)
         with db.writer(workspace) as con:
             mark_interrupted(con, target, run.id)
@@ -127,14 +128,15 @@ def job(workspace: str | Path, command: str, args: dict, *, target: str,
             raise
 
 
-def dataset_job(workspace: str | Path, command: str, args: dict, name: str,
-                replace: bool = False, area: str = "datasets", fresh: bool = True,
-                check: bool = True) -> contextlib.AbstractContextManager[Job]:
-    """A job that makes dataset `name` in `<workspace>/<area>/<name>/` (`fresh`: written in a
-    temp folder; else resumably in place). `check`: refuse a taken name unless `replace`."""
+def dataset_job(workspace: str | Path, command: str, args: dict, name: str, kind: str,
+                replace: bool = False, area: str = "datasets",
+                fresh: bool = True) -> contextlib.AbstractContextManager[Job]:
+    """A job that makes dataset `name` of `kind` in `<workspace>/<area>/<name>/` (`fresh`:
+    written in a temp folder, a taken name refused unless `replace`; else resumably in place,
+    the command checking that the folder is its own)."""
     folder = output_dir(workspace, area, name)
     return job(workspace, command, args, target=f"datasets/{name}", folder=folder, fresh=fresh,
-               dataset=name if check else None, replace=replace)
+               dataset=name, kind=kind, replace=replace)
 
 
 def _finish(j: Job) -> None:
@@ -158,9 +160,11 @@ def _finish(j: Job) -> None:
     atomic.remove(old)
 
 
-def check_free(workspace: Path, name: str, folder: Path | None, replace: bool) -> None:
-    """Refuse a dataset name that is taken (unless replace) or whose `samples_<name>` view
-    would be another dataset's (views are case-insensitive, and `-` `.` become `_`)."""
+def check_free(workspace: Path, name: str, folder: Path | None, replace: bool,
+               kind: str | None = None) -> None:
+    """Refuse a dataset name that is taken (unless replace), that holds another kind of
+    dataset (replace or not), or whose `samples_<name>` view would be another dataset's (views
+    are case-insensitive, and `-` `.` become `_`)."""
     row, clash = None, None
     if db.catalog_path(workspace).exists():
         with db.reader(workspace) as con:
@@ -171,6 +175,9 @@ def check_free(workspace: Path, name: str, folder: Path | None, replace: bool) -
     if clash is not None:
         raise VilactlError(f"dataset name {name!r} would share the view {clash[1]} with dataset "
                            f"{clash[0]!r} (view names ignore case, - and .); choose another name")
+    if row is not None and kind is not None and row["kind"] != kind:
+        raise VilactlError(f"dataset {name!r} is a {row['kind']} dataset, not {kind}; choose "
+                           "another --name (--replace only remakes a dataset of the same kind)")
     if not replace and (row is not None or (folder is not None and folder.exists())):
         raise VilactlError(f"dataset {name!r} is already in the catalog "
                            "(pass --replace to make it again, or choose --name)")

@@ -82,7 +82,8 @@ def _downloader(opts: FetchOptions, out: Path):
             except ImageProblem:
                 size = (self.max_image_area + 1, 1)
             if size is not None and size[0] * size[1] > self.max_image_area:
-                return None, None, None, None, None, "image area too large"
+                return (None, None, None, None, None,
+                        "image area too large (read from its header; not decoded)")
             return super().__call__(img_stream, blurring_bbox_list)
 
     resizer = LimitedResizer(image_size=opts.image_size, resize_mode=opts.resize_mode,

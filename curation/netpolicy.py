@@ -29,14 +29,30 @@ def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | Non
         return None
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, Teredo, NAT64), if any: Python
+    calls some of those prefixes global, whatever IPv4 address they lead to."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]
+    if ip in NAT64:
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
 def ip_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why connecting to `ip` is refused, or None for a global unicast address."""
-    mapped = getattr(ip, "ipv4_mapped", None)
-    if mapped is not None:
-        ip = mapped
-    if ip.is_global and not ip.is_multicast:
-        return None
-    return f"address {ip} is loopback/private/link-local/reserved, not a public address"
+    inner = _embedded_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else None
+    for addr in (ip, inner):
+        if addr is not None and not (addr.is_global and not addr.is_multicast):
+            return f"address {ip} is loopback/private/link-local/reserved, not a public address"
+    return None
 
 
 def host_allowed(host: str, port: int | None, allow_hosts: tuple[str, ...]) -> bool:

@@ -103,12 +103,17 @@ class _DeadlineResponse(http.client.HTTPResponse):
 
     def _checked(self, fn, *args):
         try:
-            return fn(*args)
+            out = fn(*args)
         except (OSError, http.client.HTTPException, ValueError) as e:
             if time.monotonic() >= self._deadline:
                 raise TimeoutError(f"timed out: total deadline of {self._total:g} s passed") \
                     from e
             raise
+        # a body without Content-Length just ends when the watchdog shuts the socket: that
+        # is a cut transfer, not a complete one
+        if time.monotonic() >= self._deadline:
+            raise TimeoutError(f"timed out: total deadline of {self._total:g} s passed")
+        return out
 
     def begin(self):
         return self._checked(super().begin)
@@ -137,7 +142,8 @@ class _GuardedMixin:
         for family, kind, proto, _, addr in checked_addresses(host, port, self._policy):
             sock = socket.socket(family, kind, proto)
             try:
-                sock.settimeout(min(timeout or left, left))
+                per_op = timeout if isinstance(timeout, (int, float)) else left
+                sock.settimeout(min(per_op, left))
                 if source_address:
                     sock.bind(source_address)
                 sock.connect(addr)          # the address that was checked, not the name
@@ -161,8 +167,14 @@ class _HTTPSConnection(_GuardedMixin, http.client.HTTPSConnection):
         self._setup(policy, deadline)
 
     def connect(self):
-        super().connect()                   # TLS wraps the checked socket: watch that one
-        _watchdog().watch(self.sock, self._deadline)
+        """http.client's TLS connect, with the handshake under the watchdog too (a server
+        trickling handshake bytes must not outlive the deadline)."""
+        http.client.HTTPConnection.connect(self)        # TCP to the checked address
+        sock = self._context.wrap_socket(self.sock, server_hostname=self._tunnel_host or
+                                         self.host, do_handshake_on_connect=False)
+        _watchdog().watch(sock, self._deadline)
+        self.sock = sock
+        sock.do_handshake()
 
 
 def _deadline(req: urllib.request.Request, policy: Policy) -> float:

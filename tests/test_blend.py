@@ -170,7 +170,7 @@ def test_sigkill_midway_leaves_nothing_then_rerun_completes(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 60
-    while not list((ws / "blends").glob(".killed.*/part-*.parquet")):
+    while not list((ws / "blends").glob(".killed~*/part-*.parquet")):
         assert time.monotonic() < deadline and proc.poll() is None, "blend ended before kill"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)

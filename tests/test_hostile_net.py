@@ -100,6 +100,10 @@ def test_a_redirect_to_a_private_address_stops(mirror, other, tmp_path):
     got = reasons([f"{other}/redirect?to={target}"], tmp_path, allow_hosts=(allowed,))
     assert got[0][0] == "rejected_url" and "redirect" in got[0][1], got
     assert mirror.hits["/img.png"] == before
+    by_name = f"http://localhost:{mirror.port}/img.png"    # a name that resolves privately
+    got = reasons([f"{other}/redirect?to={by_name}"], tmp_path, allow_hosts=(allowed,))
+    assert got[0][0] == "rejected_url" and "resolves to 127.0.0.1" in got[0][1], got
+    assert mirror.hits["/img.png"] == before
     both = (allowed, mirror.url.removeprefix("http://"))
     assert reasons([f"{other}/redirect?to={target}"], tmp_path, allow_hosts=both) == \
         [(None, None)]
@@ -110,9 +114,12 @@ def test_huge_images_are_too_large_and_never_decoded(mirror, tmp_path):
     got = reasons([f"{mirror.url}/huge.png", f"{mirror.url}/img.png"], tmp_path,
                   allow_private_network=True)
     assert [r for r, _ in got] == ["too_large", None], got
+    assert "not decoded" in got[0][1]        # refused from its header, before cv2 decoded it
 
 
 def test_a_trickling_server_is_cut_at_the_total_deadline(other, tmp_path):
+    t0 = time.monotonic()
     got = reasons([f"{other}/trickle"], tmp_path, allow_private_network=True, timeout=2.0,
                   deadline=3.0)
     assert got[0][0] == "timeout" and "total deadline of 3 s" in got[0][1], got
+    assert time.monotonic() - t0 < 60      # generous: only a hang (the server never stops) fails

@@ -146,10 +146,14 @@ def test_concurrent_registers_of_one_name_never_mix(hostile):
                                 for n in range(200 * (i + 1))))
     for attempt in range(3):
         name = f"race{attempt}"
-        procs = [subprocess.Popen([sys.executable, "-m", "vilactl.pipeline.cli", "--workspace",
-                                   str(guard.ws), "register", "mmc4", "--docs", str(p),
-                                   "--name", name], stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for p in docs]
+        with locks.hold(guard.ws, f"datasets/{name}", "test"):   # both start, then contend
+            procs = [subprocess.Popen(
+                [sys.executable, "-m", "vilactl.pipeline.cli", "--workspace", str(guard.ws),
+                 "register", "mmc4", "--docs", str(p), "--name", name],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                env={**os.environ, "VILACTL_LOCK_WAIT": "300"}) for p in docs]
+            lock = guard.ws / ".locks" / f"datasets--{name}.lock"
+            _wait_for_waiters(lock, 2)
         results = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
         assert sorted(rc for *_, rc in results) == [0, 1], results
         loser = next(err for _, err, rc in results if rc == 1)
@@ -162,6 +166,46 @@ def test_concurrent_registers_of_one_name_never_mix(hostile):
         on_disk = hashlib.sha256(open(shard[0]["path"], "rb").read()).hexdigest()
         assert on_disk == shard[0]["checksum"]
         assert pq.read_metadata(shard[0]["path"]).num_rows == shard[0]["num_samples"]
+
+
+def _wait_for_waiters(lock, n: int) -> None:
+    """Until n other processes have the lock file open (they are waiting for it)."""
+    import time
+
+    deadline = time.monotonic() + 120
+    while _openers(lock) < n:
+        assert time.monotonic() < deadline, "the registers never reached the lock"
+        time.sleep(0.05)
+
+
+def _openers(path) -> int:
+    target = os.path.realpath(path)
+    count = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                count += os.readlink(f"/proc/{pid}/fd/{fd}") == target
+            except OSError:
+                pass
+    return count
+
+
+def test_outputs_have_the_umasks_permissions(hostile):
+    guard, inputs = hostile
+    run_cli(*commands(inputs)["register mmc4"], "--name", "shared", workspace=guard.ws,
+            check=True)
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = guard.ws / "datasets" / "shared"
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask           # not mkdtemp's 0700
+    part = next(folder.glob("part-*.parquet"))
+    assert part.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_a_failed_lock_wait_leaves_nothing(hostile):

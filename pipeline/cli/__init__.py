@@ -12,6 +12,7 @@ from enum import Enum
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
 from vilactl.catalog import db
@@ -81,7 +82,7 @@ def report(out: Path | None = typer.Option(None, "--out", help="HTML file to wri
     from vilactl.pipeline.jobs.report import build
 
     path = build(state.workspace, out)
-    console.print(f"report written to [bold]{path}[/bold]")
+    console.print(f"report written to [bold]{escape(str(path))}[/bold]")
 
 
 @app.command()
@@ -102,7 +103,7 @@ def ablate(
 def init() -> None:
     """Create the workspace and its catalog (idempotent; migrates an older catalog)."""
     path = db.init(state.workspace)
-    console.print(f"catalog ready at [bold]{path}[/bold]")
+    console.print(f"catalog ready at [bold]{escape(str(path))}[/bold]")
 
 
 @app.command()
@@ -119,13 +120,14 @@ def demo(
     output.print_summary(console, state.workspace)
     report = state.workspace / "report.html"
     if report.exists():
-        console.print(f"report: [bold]{report.resolve()}[/bold]")
+        console.print(f"report: [bold]{escape(str(report.resolve()))}[/bold]")
 
 
 @app.command()
 def world(
     out: Path = typer.Option(..., "--out", help="Folder to write the world to."),
-    seed: int = typer.Option(0), size: str = typer.Option("demo", help="demo or tiny."),
+    seed: int = typer.Option(0, help="Seed of the world (same seed, same bytes)."),
+    size: str = typer.Option("demo", help="demo or tiny."),
 ) -> None:
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
     from vilactl.base import atomic
@@ -199,7 +201,7 @@ def main() -> None:
     try:
         app()
     except VilactlError as e:
-        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")

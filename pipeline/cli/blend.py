@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
@@ -115,5 +116,6 @@ def blend(
         console.print(f"  {c['dataset']:<24} asked {c['weight']:.3f}  got "
                       f"{c['achieved_share']:.4f} of {c['unit']}  ({c['num_samples']} samples, "
                       f"{c['num_images']} images, {c['repeats']} repeats; {why[c['dataset']]})")
-    console.print(f"written to [bold]{Path(state.workspace).resolve() / 'blends' / m['name']}"
-                  f"[/bold]; train on it: vilactl train --stage pretrain --blend {m['name']}")
+    where = escape(str(Path(state.workspace).resolve() / "blends" / m["name"]))
+    console.print(f"written to [bold]{where}[/bold]; train on it: vilactl train --stage "
+                  f"pretrain --blend {m['name']}")

@@ -3,6 +3,7 @@ pipeline/jobs/score.py, curate.py and build.py)."""
 from __future__ import annotations
 
 import typer
+from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
 from vilactl.pipeline.cli.context import console, state
@@ -47,7 +48,7 @@ def curate(
         raise VilactlError(f"curate supports coyo, not {corpus!r}")
     req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
     ds = run(state.workspace, req, state.ray_address, console)
-    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs → {ds.uri}")
+    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs → {escape(ds.uri)}")
 
 
 def build(
@@ -97,4 +98,4 @@ def build(
     ds = build_variant(state.workspace, req, state.ray_address, console,
                        quiet=not console.is_terminal)
     console.print(f"built [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
-                  f"{ds.num_images} images → {ds.uri}")
+                  f"{ds.num_images} images → {escape(ds.uri)}")

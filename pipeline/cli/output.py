@@ -9,7 +9,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
@@ -31,8 +33,8 @@ def arrow_table(table: pa.Table, title: str | None = None) -> Table:
     t = Table(title=title, show_lines=False)
     for name in table.column_names:
         t.add_column(name, overflow="fold")
-    for row in table.to_pylist():
-        t.add_row(*(_cell(v) for v in row.values()))
+    for row in table.to_pylist():         # Text: a caption's "[/url]" is data, not markup
+        t.add_row(*(Text(_cell(v)) for v in row.values()))
     return t
 
 
@@ -83,21 +85,23 @@ def _size(n: int | None) -> str:
 
 def print_summary(console: Console, workspace: Path) -> None:
     s = summary(workspace)
-    console.print(f"\n[bold]catalog[/bold] {s['path']} (schema v{s['schema_version']})")
+    console.print(f"\n[bold]catalog[/bold] {escape(s['path'])} (schema v{s['schema_version']})")
     t = Table(title="datasets")
     for col in ("name", "kind", "samples", "images", "texts", "size", "shards", "parents"):
         t.add_column(col, justify="right" if col in ("samples", "images", "texts", "size",
                                                      "shards") else "left",
                      overflow="fold", no_wrap=col in ("samples", "images", "texts", "size"))
     for d in s["datasets"]:
-        t.add_row(d["name"], d["kind"], _cell(d["num_samples"]), _cell(d["num_images"]),
-                  _cell(d["num_texts"]), _size(d["num_bytes"]), str(d["shards"]),
-                  d["parents"] or "")
+        t.add_row(*(Text(v) for v in (d["name"], d["kind"], _cell(d["num_samples"]),
+                                       _cell(d["num_images"]), _cell(d["num_texts"]),
+                                       _size(d["num_bytes"]), str(d["shards"]),
+                                       d["parents"] or "")))
     console.print(t)
     counts = ", ".join(f"{k}: {v}" for k, v in s["tables"].items())
     console.print(f"[dim]{counts}[/dim]")
     failed = [r for r in s["runs"] if r["status"] == "failed"]
     for r in failed[:3]:
-        console.print(f"[yellow]failed run[/yellow] {r['id']} {r['command']}: {r['error']}")
+        console.print(f"[yellow]failed run[/yellow] {r['id']} "
+                      f"{escape(r['command'])}: {escape(r['error'] or '')}")
     console.print(f"[dim]query it: vilactl sql \"SELECT name, kind, num_samples FROM datasets\""
                   f" or duckdb {s['path']}[/dim]")

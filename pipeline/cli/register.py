@@ -43,7 +43,8 @@ def register_mmc4(
 def register_samples(
     data: str = typer.Option(..., help="Glob of Parquet files in the training-sample schema."),
     name: str = typer.Option(..., help="Catalog dataset name."),
-    kind: str = typer.Option("samples", help="Kind recorded in the catalog."),
+    kind: str = typer.Option("samples", help="Kind recorded in the catalog (base/kinds.py: "
+                                             "samples, instruct-vqa, eval-vqa, …)."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
 ) -> None:
     """Record Parquet already in the training-sample schema (sample_id, source, segments)."""

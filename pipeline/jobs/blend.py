@@ -217,8 +217,8 @@ def blend(workspace: Path, req: BlendRequest, quiet: bool = False) -> dict:
             "seed": req.seed, "coyo_group": req.coyo_group, "allow_upsample": req.allow_upsample,
             "shard_size": req.shard_size, "row_group_size": req.row_group_size,
             "name": req.out_name}
-    with jobs.dataset_job(workspace, "vilactl blend", args, req.out_name, req.replace,
-                          area="blends") as job:
+    with jobs.dataset_job(workspace, "vilactl blend", args, req.out_name, Kind.BLEND,
+                          req.replace, area="blends") as job:
         sources = [_source(workspace, name) for name in weights]
         supplies = [Supply(s.dataset, weights[s.dataset], s.images,
                            req.coyo_group if s.kind in PAIR_KINDS else 1) for s in sources]

@@ -70,7 +70,8 @@ def build_variant(workspace: Path, req: BuildRequest, ray_address: str | None,
             "seed": req.seed, "filters": asdict(req.core), "name": req.out_name,
             "rescore": _describe(req.rescore), "image_order": req.image_order}
     with jobs.dataset_job(workspace, f"vilactl build mmc4 --variant {req.variant}", args,
-                          req.out_name, req.replace) as job, ray_session(ray_address):
+                          req.out_name, Kind.mmc4_variant(req.variant), req.replace) as job, \
+            ray_session(ray_address):
         calls = [(p, (build_shard, p, str(job.dir / Path(p).name), req.variant,
                       req.max_images, req.seed, req.core, req.rescore, req.image_order))
                  for p in paths]

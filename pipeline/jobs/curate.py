@@ -144,7 +144,8 @@ def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console
     args = {"top_k": req.top_k, "dataset": req.dataset, "score": req.score, "dedup": req.dedup,
             "name": req.out_name}
     with jobs.dataset_job(workspace, f"vilactl curate coyo --top-k {req.top_k} --dataset "
-                          f"{req.dataset}", args, req.out_name, req.replace) as job, \
+                          f"{req.dataset}", args, req.out_name, src_row["kind"],
+                          req.replace) as job, \
             ray_session(ray_address):
         keys, ids, dropped, dup_counts, seen, nan = select(sources, req)
         if len(ids) < req.top_k:

@@ -158,21 +158,24 @@ def clip_dir(ctx: DemoContext) -> Path:
 def step_train_clip(ctx: DemoContext) -> dict:
     from rich.progress import Progress
 
-    from vilactl.catalog.rows import new_run_id, record_checkpoint
+    from vilactl.catalog.rows import record_checkpoint
     from vilactl.curation.demo_clip import train_demo_clip
 
     steps, pairs, batch = (200, 16000, 256) if ctx.size == "demo" else (120, 4000, 128)
-    with Progress(console=ctx.console, transient=True) as bar:
+    args = {"seed": ctx.config.seed, "steps": steps, "pairs": pairs, "batch_size": batch}
+    with jobs.job(ctx.workspace, "vilactl demo-clip", args,
+                  target="checkpoints/demo-clip") as job, \
+            Progress(console=ctx.console, transient=True) as bar:
         task = bar.add_task("train demo CLIP", total=steps)
         meta = train_demo_clip(clip_dir(ctx), seed=ctx.config.seed, steps=steps, pairs=pairs,
                                batch_size=batch,
                                progress=lambda s, loss: bar.update(
                                    task, completed=s, description=f"demo CLIP loss {loss:.3f}"))
-    with db.writer(ctx.workspace) as con:
-        record_checkpoint(con, "demo-clip", "clip", new_run_id(), meta["weights"], steps,
-                          {"final_loss": meta["final_loss"],
-                           "weights_sha256": meta["weights_sha256"]})
-    return {"steps": steps, "final_loss": meta["final_loss"]}
+        job.counts.update(steps=steps, final_loss=meta["final_loss"])
+        job.commit(lambda con: record_checkpoint(
+            con, "demo-clip", "clip", job.run.id, meta["weights"], steps,
+            {"final_loss": meta["final_loss"], "weights_sha256": meta["weights_sha256"]}))
+    return dict(job.counts)
 
 
 def step_score_coyo(ctx: DemoContext) -> dict:

@@ -146,13 +146,16 @@ def _prepare_out(workspace: Path, out: Path, identity: dict, replace: bool, name
 
 
 def _check_name(workspace: Path, req: DownloadRequest, out: Path) -> None:
-    if req.replace or not db.catalog_path(workspace).exists():
-        return
-    with db.reader(workspace) as con:
-        row = dataset_row(con, req.name)
-    if row is not None and row["uri"] != resolve(out):
+    """A download resumes into its own folder only: one made by another command (a curated
+    selection, a build) is never written into, even with --replace."""
+    foreign = out.is_dir() and any(out.iterdir()) and not (out / "download.json").exists()
+    row = None
+    if db.catalog_path(workspace).exists():
+        with db.reader(workspace) as con:
+            row = dataset_row(con, req.name)
+    if foreign or (row is not None and row["uri"] != resolve(out)):
         raise VilactlError(f"dataset {req.name!r} is already in the catalog and was not made "
-                           "by this download; choose another --name or pass --replace")
+                           "by `vilactl download`; choose another --name")
 
 
 def download(workspace: Path, req: DownloadRequest, ray_address: str | None,
@@ -162,8 +165,8 @@ def download(workspace: Path, req: DownloadRequest, ray_address: str | None,
     command = f"vilactl download {req.kind} --name {req.name}"
     # Written in place, unit by unit, so that a rerun resumes: the job holds the name's lock
     # (one download into a folder at a time) and records the run; the name check is ours.
-    with jobs.dataset_job(workspace, command, {"name": req.name}, req.name, req.replace,
-                          fresh=False, check=False) as job:
+    with jobs.dataset_job(workspace, command, {"name": req.name}, req.name,
+                          INPUT_KINDS[req.kind][1], req.replace, fresh=False) as job:
         out = job.folder
         _check_name(workspace, req, out)
         paths, parents, sources = resolve_inputs(workspace, req, out)

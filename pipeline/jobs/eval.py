@@ -74,8 +74,11 @@ def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
     with jobs.job(workspace, "vilactl eval", {"checkpoint": ck, "shots": req.shots,
                                               "datasets": req.datasets},
                   target=f"evals/{ck}") as job:
+        predictions: dict[str, str] = {}      # written once every set is evaluated
         for name in req.datasets:
-            results += _dataset(workspace, ev, name, ck, out, req)
+            results += _dataset(workspace, ev, name, ck, predictions, req)
+        for file, text in predictions.items():
+            atomic.write_text(out / file, text)
         job.counts.update({f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"]
                            for r in results})
         job.commit(lambda con: record_evals(con, results, job.run.id))
@@ -83,9 +86,10 @@ def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
     return results
 
 
-def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, out: Path,
+def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, predictions: dict[str, str],
              req: EvalRequest) -> list[dict]:
-    """Every shot count of one eval set (and the VQA controls); predictions written to `out`."""
+    """Every shot count of one eval set (and the VQA controls); its predictions (JSON, by
+    file name) added to `predictions`."""
     its = items(_rows(workspace, name, req.limit))
     if not its:
         raise VilactlError(f"dataset {name!r} has no samples ending in an answer")
@@ -96,9 +100,9 @@ def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, out: Path,
         results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
         results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
                     for kind, v in r["by_kind"].items()]
-        atomic.write_text(out / f"{name}-{k}shot.json", json.dumps(
+        predictions[f"{name}-{k}shot.json"] = json.dumps(
             [{"sample_id": it.sample_id, "kind": it.kind, "answer": it.answer,
-              "prediction": p} for it, p in zip(its, r["predictions"])], indent=1))
+              "prediction": p} for it, p in zip(its, r["predictions"])], indent=1)
     if task == "vqa":
         results += _controls(workspace, ev, its, base, req)
     return results

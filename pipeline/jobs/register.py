@@ -36,10 +36,10 @@ def check_unique(paths: list[Path], column: str, what: str,
         raise VilactlError(problem)
 
 
-def _in_place(workspace: Path, name: str, replace: bool, command: str, args: dict,
+def _in_place(workspace: Path, name: str, kind: str, replace: bool, command: str, args: dict,
               ds: Callable[[], tuple[Dataset, list[FileStats]]]) -> Dataset:
     """Register files where they are (COYO metadata, sample Parquet): a job with no folder."""
-    with jobs.job(workspace, command, args, target=f"datasets/{name}", dataset=name,
+    with jobs.job(workspace, command, args, target=f"datasets/{name}", dataset=name, kind=kind,
                   replace=replace) as job:
         made, stats = ds()
         shards = [job.shard(s.path, s.rows) for s in stats]
@@ -60,7 +60,8 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
         return Dataset(name=name, kind=Kind.COYO_METADATA, format="parquet", uri=resolve(pattern),
                        num_samples=rows, num_images=rows, num_texts=rows,
                        num_bytes=sum(s.bytes for s in stats), params={"glob": pattern}), stats
-    return _in_place(workspace, name, replace, f"vilactl register coyo --metadata {pattern}",
+    return _in_place(workspace, name, Kind.COYO_METADATA, replace,
+                     f"vilactl register coyo --metadata {pattern}",
                      {"metadata": pattern, "name": name}, made)
 
 
@@ -69,6 +70,9 @@ def register_samples(workspace: Path, pattern: str, name: str, replace: bool = F
                      parents: list[str] | None = None) -> Dataset:
     """Register Parquet files already in the training-sample schema (instruction, eval sets)."""
     check_name(name)
+    kinds = [str(k) for k in Kind]
+    if kind not in kinds:
+        raise VilactlError(f"--kind {kind!r} is not a dataset kind ({', '.join(kinds)})")
     paths = expand(pattern, "sample Parquet files")
 
     def made():
@@ -79,7 +83,7 @@ def register_samples(workspace: Path, pattern: str, name: str, replace: bool = F
                        num_texts=sum(s.texts for s in stats),
                        num_bytes=sum(s.bytes for s in stats), parents=parents or [],
                        params={"glob": pattern}), stats
-    return _in_place(workspace, name, replace, f"vilactl register samples --data {pattern}",
+    return _in_place(workspace, name, kind, replace, f"vilactl register samples --data {pattern}",
                      {"data": pattern, "name": name, "kind": kind}, made)
 
 
@@ -108,7 +112,8 @@ def register_mmc4(workspace: Path, pattern: str, name: str, replace: bool = Fals
     check_name(name)
     paths = expand(pattern, "MMC4 document files")
     with jobs.dataset_job(workspace, f"vilactl register mmc4 --docs {pattern}",
-                          {"docs": pattern, "name": name}, name, replace) as job:
+                          {"docs": pattern, "name": name}, name, Kind.MMC4_DOCS,
+                          replace) as job:
         stats = normalise_mmc4(paths, job.dir, quiet)
         ds = Dataset(name=name, kind=Kind.MMC4_DOCS, format="parquet", uri=resolve(job.folder),
                      num_samples=sum(s.rows for s in stats),

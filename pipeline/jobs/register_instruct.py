@@ -128,7 +128,8 @@ def register_llava(workspace: Path, json_path: str, images: str, name: str,
     read, skipped = image_reader(Path(images)), Counter()
     args = {"json": resolve(path), "images": resolve(images), "skip_bad": skip_bad, "name": name}
     records = ((_record_id(r, i), r) for i, r in enumerate(_records(path)))
-    with jobs.dataset_job(workspace, "vilactl register llava", args, name, replace) as job:
+    with jobs.dataset_job(workspace, "vilactl register llava", args, name,
+                          Kind.INSTRUCT_LLAVA, replace) as job:
         writer = ShardWriter(job.dir, shard_size)
         _convert(records, lambda rec, _id: llava_sample(rec, read), lambda: str(path),
                  skip_bad, writer, skipped)
@@ -192,7 +193,7 @@ def register_text_instruct(workspace: Path, pattern: str, name: str,
                 g += 1
 
     with jobs.dataset_job(workspace, "vilactl register text-instruct", args, name,
-                          replace) as job:
+                          Kind.INSTRUCT_TEXT, replace) as job:
         writer = ShardWriter(job.dir, shard_size)
         _convert(rows(), lambda row, rid: text_sample(row, rid, input_field, target_field),
                  lambda: str(current[0]), skip_bad, writer, skipped)

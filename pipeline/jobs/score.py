@@ -300,7 +300,8 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
     # Score files are written in place shard by shard so that a rerun resumes; the job holds
     # the output's lock and records the run.
     with jobs.dataset_job(workspace, f"vilactl score {req.dataset} --model {req.spec.model}",
-                          args, req.out_name, req.replace, fresh=False, check=False) as job:
+                          args, req.out_name, Kind.CLIP_SCORES, req.replace,
+                          fresh=False) as job:
         out = job.folder
         _prepare(workspace, out, {"dataset": req.dataset,
                                   "shards": [resolve(p) for p in paths], **info}, req)
@@ -320,12 +321,15 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
 def _prepare(workspace: Path, out: Path, identity: dict, req: ScoreRequest) -> None:
     """Resume only scores of the same model, weights and input; --replace starts over."""
     marker = out / "score.json"
-    if marker.exists() and json.loads(marker.read_text()) != identity:
-        if not req.replace:
-            raise VilactlError(f"{req.out_name!r} holds scores from another model or input "
-                               f"({marker}); pass --replace or choose --name")
+    if out.is_dir() and any(out.iterdir()) and not marker.exists():
+        raise VilactlError(f"dataset {req.out_name!r} was not made by `vilactl score` ({out}); "
+                           "choose another --name")
+    if req.replace:                       # recompute every shard
         for f in out.glob("part-*.parquet"):
             atomic.remove(contained(workspace, f))
+    elif marker.exists() and json.loads(marker.read_text()) != identity:
+        raise VilactlError(f"{req.out_name!r} holds scores from another model or input "
+                           f"({marker}); pass --replace or choose --name")
     atomic.write_text(marker, json.dumps(identity, indent=1, sort_keys=True))
 
 
