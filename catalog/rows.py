@@ -153,19 +153,6 @@ def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
     return row, paths
 
 
-def ensure_name_free(workspace, name: str, folder: Path | None = None) -> None:
-    """Refuse an output name that is registered already (or whose folder exists)."""
-    from vilactl.catalog import db
-
-    taken = False
-    if db.catalog_path(workspace).exists():
-        with db.reader(workspace) as con:
-            taken = dataset_row(con, name) is not None
-    if taken or (folder is not None and folder.exists()):
-        raise VilactlError(f"dataset {name!r} is already in the catalog "
-                           "(pass --replace to make it again, or choose --name)")
-
-
 def record_failure(workspace, run: Run, error: BaseException) -> None:
     """Mark a run failed with the first line of its error, in its own transaction."""
     from vilactl.catalog import db
