@@ -288,3 +288,17 @@ def newest_dataset(workspace, kind: str, selected: bool = False) -> str | None:
     with db.reader(workspace) as con:
         rows = con.sql(q, params=[str(kind)]).fetchall()
     return rows[0][0] if rows else None
+
+
+def newest_source(workspace, kinds: list[str]) -> str | None:
+    """The newest dataset of one of `kinds` that `vilactl curate` did not make (a source to
+    select from, not an earlier selection)."""
+    from vilactl.catalog import db
+
+    if not db.catalog_path(workspace).exists():
+        return None
+    with db.reader(workspace) as con:
+        rows = con.sql("SELECT name FROM datasets WHERE list_contains(?, kind) AND name NOT IN "
+                       "(SELECT name FROM selections) ORDER BY created_at DESC LIMIT 1",
+                       params=[kinds]).fetchall()
+    return rows[0][0] if rows else None

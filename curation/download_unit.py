@@ -110,9 +110,16 @@ def _to_tar(table: pa.Table) -> bytes:
 
 
 # ---------------------------------------------------------------- COYO pairs
+SCORE = "score"  # the column `vilactl curate` adds: the score each pair was selected by
+
+
 def _coyo_rows(unit: Unit) -> pa.Table:
+    """The unit's COYO columns, and the `score` of a curated selection when it has one (so the
+    downloaded pairs keep the score they were selected by)."""
     table = conform_coyo(read_row_range(Path(unit.source), unit.start, unit.stop))
-    return table.select(list(COYO_IMAGES_SCHEMA.names[1:18]))
+    keep = list(COYO_IMAGES_SCHEMA.names[1:18]) + (["score"] if SCORE in table.column_names
+                                                   else [])
+    return table.select(keep)
 
 
 def coyo_unit(unit: Unit, out: Path, opts: FetchOptions, fmt: str, workdir: Path) -> dict:
@@ -142,6 +149,10 @@ def _coyo_join(rows: pa.Table, keys: list[str], results: pa.Table) -> pa.Table:
     for name in ("image", "width", "height", "original_width", "original_height", "sha256"):
         col = f"image_{name}" if name in ("width", "height") else name
         rows = rows.append_column(col, res.column(name))
+    if SCORE in rows.column_names:  # after the image fields, as a curated selection has it
+        score = rows.column(SCORE)
+        rows = rows.drop_columns([SCORE]).append_column(SCORE, score)
+        return rows.cast(pa.schema(list(COYO_IMAGES_SCHEMA) + [(SCORE, pa.float64())]))
     return rows.cast(COYO_IMAGES_SCHEMA)
 
 

@@ -69,13 +69,14 @@ class TopK:
         # Compare floats first so only survivors pay for key encoding.
         mask = finite & (scores >= self.threshold_score) if self.threshold else finite
         keys = order_key(scores[mask])
-        self._push(keys, np.asarray(ids)[mask])
+        self.add_keys(keys, np.asarray(ids)[mask])
 
     @property
     def threshold_score(self) -> float:
         return key_to_score(int(self.threshold))
 
-    def _push(self, keys: np.ndarray, ids: np.ndarray) -> None:
+    def add_keys(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Add rows by order key (see order_key); they are kept only if they can still rank."""
         if len(keys):
             self.keys.append(keys)
             self.ids.append(ids)
@@ -97,7 +98,7 @@ class TopK:
         self.excluded_nan += other.excluded_nan
         for keys, ids in zip(other.keys, other.ids):
             mask = keys >= self.threshold
-            self._push(keys[mask], ids[mask])
+            self.add_keys(keys[mask], ids[mask])
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """(keys, ids) of the selection sorted best first: exactly min(K, eligible) rows."""

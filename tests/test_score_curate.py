@@ -210,13 +210,20 @@ def test_bad_input(scored, ray_head, tmp_path):
 
 
 def test_metadata_only_dataset_cannot_be_rescored(tied_meta, ray_head, tmp_path):
-    folder, *_ = tied_meta
+    """Metadata has no images to score; curate without --score selects by COYO's own
+    similarities instead (VILA's sum), and says so."""
+    folder, ids, s, _ = tied_meta
     ws = tmp_path / "ws"
     run_cli("register", "coyo", "--metadata", str(folder / "*.parquet"), "--name", "meta",
             workspace=ws, check=True)
     before = catalog_snapshot(ws)
     one_line(cli(ws, ray_head, "score", "meta", "--model", "vilactl-demo-clip",
                  "--pretrained", "", check=False), "has no images to score")
-    one_line(cli(ws, ray_head, "curate", "coyo", "--dataset", "meta", "--top-k", "5",
-                 check=False), "no CLIP scores for 'meta'")
     assert catalog_snapshot(ws) == before
+    out = cli(ws, ray_head, "curate", "coyo", "--dataset", "meta", "--top-k", "5")
+    assert "selecting by COYO's precomputed CLIP similarities" in out.stdout
+    expr = "clip_similarity_vitb32 + clip_similarity_vitl14"
+    want = sql(ws, f"SELECT id FROM samples_meta WHERE isfinite({expr}) ORDER BY {expr} DESC, "
+                   "id LIMIT 5")
+    assert sorted(r["id"] for r in sql(ws, "SELECT id FROM samples_meta_top5")) == \
+        sorted(r["id"] for r in want)

@@ -31,16 +31,22 @@ def score(
 
 def curate(
     corpus: str = typer.Argument("coyo", help="coyo (image-text pairs)."),
-    top_k: int = typer.Option(..., "--top-k", help="Keep exactly this many pairs."),
-    dataset: str = typer.Option("coyo", help="Dataset to select from (metadata or images)."),
-    score: str | None = typer.Option(None, help="Expression over its columns, e.g. "
-                                                "'clip_similarity_vitb32 + clip_similarity_vitl14'"
-                                                "; default: the scores of `vilactl score`."),
+    top_k: int = typer.Option(..., "--top-k", help="Keep exactly this many pairs (VILA: "
+                                                  "25000000 of COYO-700M)."),
+    dataset: str | None = typer.Option(None, help="Dataset to select from (COYO metadata or "
+                                                  "downloaded images); default: the newest "
+                                                  "one curate did not make."),
+    score: str | None = typer.Option(None, help="Expression over its columns, evaluated in "
+                                                "float64, e.g. 'clip_similarity_vitb32 + "
+                                                "clip_similarity_vitl14'. Default: the scores "
+                                                "of `vilactl score` if the dataset has them, "
+                                                "else that sum (VILA's)."),
     dedup: str = typer.Option("", help="Comma list: url, phash (keep the best of each group)."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_top<K>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
 ) -> None:
-    """Exact global top-K by (score desc, id asc), O(K + one shard) memory, on Ray."""
+    """Exact global top-K by (score desc, id asc) on Ray: two counting passes over the score
+    columns, then one write pass; memory does not grow with K or N."""
     from vilactl.pipeline.jobs.curate import CurateRequest
     from vilactl.pipeline.jobs.curate import curate as run
 
@@ -48,7 +54,8 @@ def curate(
         raise VilactlError(f"curate supports coyo, not {corpus!r}")
     req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
     ds = run(state.workspace, req, state.ray_address, console)
-    console.print(f"curated [bold]{ds.name}[/bold]: {ds.num_samples} pairs → {escape(ds.uri)}")
+    console.print(f"curated [bold]{escape(ds.name)}[/bold]: {ds.num_samples} pairs → "
+                  f"{escape(ds.uri)}", soft_wrap=True)
 
 
 def build(

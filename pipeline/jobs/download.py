@@ -107,7 +107,7 @@ def resolve_inputs(workspace: Path, req: DownloadRequest, out: Path
         if not req.from_dataset:        # a registered dataset was checked when registered
             for p in paths:
                 scan_coyo(p)
-            check_unique(paths, "id", "COYO id")
+            check_unique(paths, "id", "COYO id", spill_in=Path(workspace) / ".tmp")
         return paths, parents, sources
     if req.from_dataset:
         return paths, parents, sources

@@ -8,6 +8,7 @@ downloads). Bad input therefore leaves neither files nor datasets behind — onl
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from rich.progress import track
@@ -16,6 +17,7 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
+from vilactl.base.progress import Phase
 from vilactl.catalog import jobs
 from vilactl.catalog.checks import duplicates_problem
 from vilactl.catalog.rows import Dataset, resolve
@@ -25,13 +27,30 @@ from vilactl.curation.records import mmc4_table
 
 def _scan_all(paths: list[Path], scan: Callable[[Path], FileStats], label: str,
               quiet: bool) -> list[FileStats]:
-    it = paths if quiet or len(paths) < 4 else track(paths, description=label, transient=True)
-    return [scan(p) for p in it]
+    """Validate and checksum every file, two at a time: pyarrow's decoding and sha256 both
+    release the GIL, so one file's hashing overlaps another's validation. Results (and the
+    first error) come in file order; memory is a record batch per thread."""
+    stats: list[FileStats] = []
+    with Phase(None, label, len(paths), "files", quiet=quiet) as progress, \
+            ThreadPoolExecutor(2) as pool:
+        for s in pool.map(scan, paths):
+            stats.append(s)
+            progress.advance(rows=s.rows)
+    return stats
 
 
 def check_unique(paths: list[Path], column: str, what: str,
-                 names: dict[str, str] | None = None) -> None:
-    problem = duplicates_problem(paths, column, what, names)
+                 names: dict[str, str] | None = None, spill_in: Path | None = None,
+                 quiet: bool = True) -> None:
+    """Refuse duplicate keys; DuckDB spills into a temp folder made (and removed) in
+    `spill_in` — a folder of the workspace, never the current directory."""
+    temp = atomic.temp_dir(Path(spill_in) / "dup-check") if spill_in else None
+    with Phase(None, f"checking {what}s are unique", 100, "%", quiet=quiet) as progress:
+        def report(done: float) -> None:
+            progress.advance(int(done) - progress.done)
+
+        problem = duplicates_problem(paths, column, what, names, temp, report)
+        progress.advance(100 - progress.done)
     if problem:
         raise VilactlError(problem)
 
@@ -54,8 +73,8 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
     paths = expand(pattern, "COYO Parquet files")
 
     def made():
-        stats = _scan_all(paths, scan_coyo, "validating COYO", quiet)
-        check_unique(paths, "id", "COYO id")
+        stats = _scan_all(paths, scan_coyo, "register: validating COYO", quiet)
+        check_unique(paths, "id", "COYO id", spill_in=Path(workspace) / ".tmp", quiet=quiet)
         rows = sum(s.rows for s in stats)
         return Dataset(name=name, kind=Kind.COYO_METADATA, format="parquet", uri=resolve(pattern),
                        num_samples=rows, num_images=rows, num_texts=rows,
@@ -103,7 +122,8 @@ def normalise_mmc4(paths: list[Path], folder: Path, quiet: bool = False) -> list
     if not any(s.rows for s in stats):
         raise VilactlError(f"no MMC4 documents in {len(paths)} file(s) (first: {paths[0]})")
     check_unique([s.path for s in stats], "doc_id", "MMC4 doc_id",
-                 {str(s.path): str(src) for s, src in zip(stats, paths)})
+                 {str(s.path): str(src) for s, src in zip(stats, paths)},
+                 spill_in=folder)   # the job's temp folder: gone before it is renamed
     return stats
 
 

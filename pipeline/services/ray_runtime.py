@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from vilactl.base.errors import VilactlError
+from vilactl.base.progress import Phase
+
+OOM_RETRIES = 3
 
 
 @contextlib.contextmanager
@@ -35,34 +37,75 @@ def ray_session(address: str | None) -> Iterator[None]:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         else:
-            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
+            # Ray retries a task its memory monitor killed forever by default (a task that can
+            # never fit then loops, killing and printing); a few tries, then one clear error.
+            # address="local": a new Ray for this command, even if another runs on the machine
+            ray.init(address="local", include_dashboard=False, logging_level="ERROR",
+                     log_to_driver=False, _node_ip_address="127.0.0.1",
+                     _system_config={"task_oom_retries": OOM_RETRIES})
     except (ConnectionError, RuntimeError, ValueError) as e:
         where = address or "a local Ray"
         raise VilactlError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from e
+    _condense_raylet_messages()
     try:
         yield
     finally:
         ray.shutdown()
 
 
+def _condense_raylet_messages() -> None:
+    """Ray prints every error its raylet publishes on the driver's stdout — for a worker its
+    memory monitor killed, ~40 lines of diagnostics and advice, for each kill. Keep one line:
+    the task is retried, and a final failure is reported by the command itself.
+
+    (Ray offers no switch for this: `log_to_driver=False` silences worker output only, so the
+    printer its error listener calls is wrapped.)"""
+    import ray._private.worker as ray_worker
+
+    original = ray_worker.print_to_stdstream
+    if getattr(original, "vilactl", False):
+        return
+
+    def one_line(data: dict, ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            return original(data, ignore_prefix)
+        text = "\n".join(data.get("lines") or [])
+        if "memory" in text.lower() and "kill" in text.lower():
+            line = (f"warning: Ray killed a worker for lack of memory (its task is tried up to "
+                    f"{OOM_RETRIES} more times on a local Ray)")
+        else:
+            first = next((t.strip() for t in text.splitlines() if t.strip()), "")
+            line = f"warning: Ray: {first[:200]}"
+        print(line, file=sys.stderr, flush=True)
+
+    one_line.vilactl = True  # type: ignore[attr-defined]
+    ray_worker.print_to_stdstream = one_line
+
+
 def run_tasks(fn: Callable, calls: list[tuple[str, tuple]], *, num_cpus: float, retries: int,
               describe: str, on_done: Callable[[str, Any], str] | None = None,
-              quiet: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+              quiet: bool = False, memory: int | None = None,
+              rows_of: Callable[[Any], int] | None = None, console=None,
+              unit: str = "shards", retry_exceptions: bool = True
+              ) -> tuple[dict[str, Any], dict[str, str]]:
     """Run fn(*args) as Ray tasks, one per (name, args); returns (results, errors) by name.
 
-    A task that raises is retried `retries` times by Ray; one that still fails is reported in
-    `errors` (the others go on). `on_done(name, result)` returns the progress line's status."""
+    A task whose worker dies is retried `retries` times by Ray, and so is one that raises unless
+    `retry_exceptions` is False; one that still fails is reported in `errors` (the others go
+    on). `memory` (bytes) is what one task needs at most: Ray then runs
+    only as many at once as a node's memory holds, instead of starting them all and killing
+    some (see `task_memory`). `on_done(name, result)` returns the progress line's status and
+    `rows_of(result)` the rows it covered (for rows/s)."""
     import ray
 
-    remote = ray.remote(num_cpus=num_cpus, max_retries=retries, retry_exceptions=True)(fn)
+    opts: dict[str, Any] = {"num_cpus": num_cpus, "max_retries": retries,
+                            "retry_exceptions": retry_exceptions}
+    if memory:
+        opts["memory"] = task_memory(memory)
+    remote = ray.remote(**opts)(fn)
     pending = {remote.remote(*args): name for name, args in calls}
     results, errors = {}, {}
-    progress = Progress(TextColumn(f"[bold]{describe}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
-                        disable=quiet, transient=False)
-    with progress:
-        task = progress.add_task(describe, total=len(pending), status="")
+    with Phase(console, describe, len(pending), unit, quiet=quiet) as progress:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
             for ref in done:
@@ -72,8 +115,19 @@ def run_tasks(fn: Callable, calls: list[tuple[str, tuple]], *, num_cpus: float, 
                 except Exception as e:  # noqa: BLE001 — reported per task, the rest go on
                     errors[name] = _cause(e)
                 status = on_done(name, results.get(name)) if on_done else ""
-                progress.update(task, advance=1, status=status)
+                rows = rows_of(results[name]) if rows_of and name in results else 0
+                progress.advance(rows=rows, status=status)
     return results, errors
+
+
+def task_memory(wanted: int) -> int:
+    """`wanted` bytes, capped at 80% of the largest node's memory resource: a request no node
+    can grant would leave the task pending forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+    cap = int(0.8 * max(nodes, default=0))
+    return max(1, min(int(wanted), cap)) if cap else int(wanted)
 
 
 def call(fn: Callable, *args: Any) -> Any:
@@ -82,6 +136,13 @@ def call(fn: Callable, *args: Any) -> Any:
 
 
 def _cause(e: BaseException) -> str:
+    import ray
+
+    if isinstance(e, ray.exceptions.OutOfMemoryError):  # Ray's text is ~40 lines of advice
+        return ("Ray killed the task for lack of memory (node above its memory threshold) and "
+                "its retries too; free memory or lower the parallelism")
+    if isinstance(e, ray.exceptions.WorkerCrashedError):
+        return "the task's worker process died (killed, or out of memory)"
     cause = getattr(e, "cause", None) or e
     text = str(cause).strip().splitlines()
     return text[-1] if text else type(cause).__name__
