@@ -65,6 +65,9 @@ class Histogram:
         buckets = np.concatenate([self.buckets] + [b for b, _ in self._parts])
         counts = np.concatenate([self.counts] + [c for _, c in self._parts])
         self._parts = []
+        if not len(buckets):
+            self.buckets, self.counts = buckets, counts
+            return
         order = np.argsort(buckets, kind="stable")
         buckets, counts = buckets[order], counts[order]
         starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])

@@ -7,6 +7,7 @@ precomputed scores before downloading anything (VILA's order of work). Nothing i
 from __future__ import annotations
 
 import ast
+import math
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -44,8 +45,15 @@ def parse(expr: str) -> ast.expr:
                                  ast.USub, ast.UAdd, *_OPS)):
             raise VilactlError(f"--score {expr!r}: only column names, numbers, + - * / and "
                                f"parentheses are allowed (found {type(node).__name__})")
-        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+        if isinstance(node, ast.Constant) and (not isinstance(node.value, (int, float))
+                                               or isinstance(node.value, bool)):
             raise VilactlError(f"--score {expr!r}: {node.value!r} is not a number")
+        if isinstance(node, ast.Constant) and not math.isfinite(node.value):
+            raise VilactlError(f"--score {expr!r}: {node.value!r} is not a finite number")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and \
+                isinstance(node.right, ast.Constant) and node.right.value == 0:
+            raise VilactlError(f"--score {expr!r}: divides by zero (no row would have a "
+                               "finite score)")
     return tree
 
 

@@ -217,3 +217,26 @@ def test_duplicate_check_has_a_memory_budget_and_spills_into_the_workspace(tmp_p
         assert temp.is_dir()
     assert limit in ("953.6 MiB", "1.0 GiB", "1000.0 MB") and where == str(temp)
     assert not temp.exists()  # spilled files go with it
+
+
+def test_refusals_before_work_and_no_finite_score(registered, ray_head):
+    """Out-of-range K, a score that divides by zero, an unreachable Ray: one line, fast, and
+    nothing recorded; a score no row can have is refused after counting, not an empty set."""
+    from conftest import catalog_snapshot
+
+    before = catalog_snapshot(registered)
+    for args, needle in [
+        (["--top-k", str(10**20)], "--top-k must be a positive integer below 2^63"),
+        (["--top-k", "5", "--score", "clip_similarity_vitb32 / 0"], "divides by zero"),
+        (["--top-k", "5", "--score", "clip_similarity_vitb32 * 1e999"], "not a finite number"),
+    ]:
+        one_line_error(run_cli("curate", "coyo", *args, workspace=registered), needle)
+    dead = run_cli("--ray-address", "127.0.0.1:9", "curate", "coyo", "--top-k", "5",
+                   workspace=registered, timeout=60)
+    one_line_error(dead, "cannot reach Ray at 127.0.0.1:9")
+    assert catalog_snapshot(registered) == before
+    zero = "clip_similarity_vitb32 / (clip_similarity_vitl14 - clip_similarity_vitl14)"
+    nothing = run_cli("--ray-address", ray_head, "curate", "coyo", "--top-k", "5", "--score",
+                      zero, "--name", "none", workspace=registered)
+    one_line_error(nothing, "no row of 'coyo_meta' has a finite score", "360000 rows")
+    assert not (registered / "datasets" / "none").exists()

@@ -164,8 +164,8 @@ def select(passes: Passes, req: CurateRequest) -> Selection:
 
 
 def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console) -> Dataset:
-    if req.top_k <= 0:
-        raise VilactlError(f"--top-k must be positive, got {req.top_k}")
+    if not 0 < req.top_k < 2**63:
+        raise VilactlError(f"--top-k must be a positive integer below 2^63, got {req.top_k}")
     check_fields(req.dedup)
     plan = plan_sources(workspace, req.dataset, req.score, console)
     out_name = req.out_name(plan.dataset)
@@ -178,6 +178,11 @@ def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console
         passes = Passes(plan, console)
         sel = select(passes, req)
         n = sum(sel.per_shard)
+        if n == 0:
+            raise VilactlError(
+                f"no row of {plan.dataset!r} has a finite score under "
+                f"{plan.score_info['score_expr']!r} ({sel.counts['rows_scanned']} rows, "
+                f"{sel.counts['excluded_non_finite']} NaN, infinite or null): nothing to select")
         if n < req.top_k:
             console.print(f"[yellow]warning:[/yellow] only {n} eligible rows for "
                           f"K={req.top_k}: keeping all of them")

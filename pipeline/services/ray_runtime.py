@@ -33,6 +33,8 @@ def ray_session(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
+    if address:
+        check_reachable(address)
     try:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -51,6 +53,26 @@ def ray_session(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def check_reachable(address: str, timeout: float = 10.0) -> None:
+    """One line within `timeout` when nothing listens at a `host:port` Ray address (Ray itself
+    retries a dead address for minutes, printing C++ warnings). `auto` and names without a
+    port are left to Ray."""
+    import socket
+
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as e:
+        reason = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        raise VilactlError(f"cannot reach Ray at {address}: {reason} (is a Ray head running "
+                           "there? start one with `ray start --head`, or leave --ray-address "
+                           "unset for a local Ray)") from e
 
 
 def _condense_raylet_messages() -> None:
