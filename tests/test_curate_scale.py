@@ -240,3 +240,22 @@ def test_refusals_before_work_and_no_finite_score(registered, ray_head):
                       zero, "--name", "none", workspace=registered)
     one_line_error(nothing, "no row of 'coyo_meta' has a finite score", "360000 rows")
     assert not (registered / "datasets" / "none").exists()
+
+
+def test_an_error_out_of_ray_reaches_the_user_as_one_line(monkeypatch, capsys):
+    """Whatever command it comes from (score's Ray Data pipeline too), a Ray error is one
+    line, not its remote traceback and memory advice."""
+    import ray.exceptions
+
+    import vilactl.pipeline.cli as cli
+
+    def killed():
+        raise ray.exceptions.OutOfMemoryError("Task was killed due to the node running low on "
+                                              "memory.\nMemory on the node …\n" * 20)
+
+    monkeypatch.setattr(cli, "app", killed)
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 1 and len(err) == 1, err
+    assert err[0].startswith("error: Ray killed the task for lack of memory")

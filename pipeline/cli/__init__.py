@@ -206,4 +206,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except Exception as e:
+        # Ray's errors (a task killed for memory, a lost node, Ray Data's executor) carry
+        # dozens of lines of diagnostics and a remote traceback: the user gets one line.
+        if not any(c.__module__.startswith("ray.") for c in type(e).__mro__):
+            raise
+        from vilactl.pipeline.services.ray_runtime import error_line
+
+        err_console.print(f"[red]error:[/red] {escape(error_line(e))}", highlight=False,
+                          soft_wrap=True)
+        sys.exit(1)
 

@@ -135,7 +135,7 @@ def run_tasks(fn: Callable, calls: list[tuple[str, tuple]], *, num_cpus: float, 
                 try:
                     results[name] = ray.get(ref)
                 except Exception as e:  # noqa: BLE001 — reported per task, the rest go on
-                    errors[name] = _cause(e)
+                    errors[name] = error_line(e)
                 status = on_done(name, results.get(name)) if on_done else ""
                 rows = rows_of(results[name]) if rows_of and name in results else 0
                 progress.advance(rows=rows, status=status)
@@ -157,7 +157,8 @@ def call(fn: Callable, *args: Any) -> Any:
     return fn(*args)
 
 
-def _cause(e: BaseException) -> str:
+def error_line(e: BaseException) -> str:
+    """One line for an error that came out of Ray."""
     import ray
 
     if isinstance(e, ray.exceptions.OutOfMemoryError):  # Ray's text is ~40 lines of advice
