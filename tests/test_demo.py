@@ -70,10 +70,11 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     # (the mirror and the report are remade every time)
     assert second.stdout.count("done earlier, skipped") == len(STEPS) - 2
     # raw: 3 COYO files + 3 MMC4 shards + 6 sets; downloads: one unit per input file;
-    # scores and the curated set: one file per downloaded COYO shard; 4 MMC4 variants × 3;
-    # 3 blends of one shard each.
+    # scores: one file per downloaded COYO shard; the curated set: one part (a part holds
+    # consecutive shards' rows, ≥ 4 output row groups); 4 MMC4 variants × 3; 3 blends of one
+    # shard each.
     assert sql(demo_ws, "SELECT count(*) AS n FROM shards") == shards == \
-        [{"n": 3 + 3 + 6 + 3 + 3 + 3 + 3 + 4 * 3 + 3}]
+        [{"n": 3 + 3 + 6 + 3 + 3 + 3 + 1 + 4 * 3 + 3}]
 
 
 def test_demo_clip_curation_keeps_clean_pairs(demo_ws):
