@@ -22,6 +22,8 @@ from vilactl.pipeline.cli.context import console, err_console, state
 from vilactl.pipeline.cli.curation import build, curate, score
 from vilactl.pipeline.cli.download import download as download_cmd
 from vilactl.pipeline.cli.eval import eval_cmd
+from vilactl.pipeline.cli.models import export as export_cmd
+from vilactl.pipeline.cli.models import generate as generate_cmd
 from vilactl.pipeline.cli.register import register_app
 from vilactl.pipeline.cli.train import train as train_cmd
 
@@ -57,6 +59,8 @@ for command in (score, curate, build):
 app.command("blend")(blend_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
+app.command("export")(export_cmd)
+app.command("generate")(generate_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 
