@@ -98,6 +98,15 @@ def test_tiny_export_matches_transformers(tok_dir, tmp_path, projector, tower):
     assert cfg["vision_feature_select_strategy"] == ("default" if tower == "clip" else "full")
     segs = interleaved(images())
     assert parity(model, tok, tmp_path, segs) < 1e-4          # default (torchvision) processor
+    # lmms-eval's llava_hf sends "<image>\nquestion" as a string: the same prompt
+    from transformers import AutoTokenizer
+
+    hf_tok = AutoTokenizer.from_pretrained(tmp_path)
+    q = "What colour is the shape?"
+    as_string = [{"role": "user", "content": "<image>\n" + q}]
+    as_items = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q}]}]
+    assert hf_tok.apply_chat_template(as_string, add_generation_prompt=True, tokenize=False) == \
+        hf_tok.apply_chat_template(as_items, add_generation_prompt=True, tokenize=False)
     # images of another size are resized: the PIL backend resizes exactly as vilactl does
     odd = interleaved(images([(45, 60), (20, 33)]))
     assert parity(model, tok, tmp_path, odd, backend="pil") < 1e-4

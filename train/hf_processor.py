@@ -4,10 +4,13 @@ the tokenizer, and an image processor whose preprocessing is vilactl's.
 vilactl builds a prompt segment by segment (train/sequences.py): BOS, then per role change a
 marker ("USER:", "ASSISTANT:"), each text segment encoded on its own, `<image>` placeholders,
 and "</s>" after an assistant turn. The template writes the same pieces as one string: a space
-between two text pieces, nothing next to an `<image>` or a special token. Tokenizers that start
-every piece between special tokens as a new word (byte-level BPE with a prefix space — the demo
-tokenizer — and GPT-2/Llama-3 style ones) then give exactly vilactl's ids; `template_mismatch`
-checks that on a probe conversation, and export reports it when a tokenizer does not.
+between two text pieces, nothing next to an `<image>` or a special token. Message content may
+be a list of {"type": "image"} / {"type": "text"} items, or a string with `<image>` marks (what
+lmms-eval's llava_hf sends: "<image>\\nquestion"), split at the marks and trimmed, as
+`vilactl generate` reads its --prompt. A tokenizer that starts every piece between special
+tokens as a new word (byte-level BPE with a prefix space, like the demo tokenizer) then gives
+exactly vilactl's ids; others (SentencePiece Llama-2, byte-level without a prefix space) can
+differ where pieces meet. `template_mismatch` checks a probe conversation, and export warns.
 
 Images: vilactl resizes to the tower's square size (PIL bicubic, no crop), scales to [0, 1] and
 normalises with the tower's mean/std; `CLIPImageProcessor` is configured to do the same.
@@ -28,14 +31,20 @@ _TEMPLATE = """\
 {%- set ns.role = message['role'] -%}{%- set ns.last = 'text' -%}
 {%- endif -%}
 {%- if message['content'] is string -%}
-{%- set items = [{'type': 'text', 'text': message['content']}] -%}
-{%- else -%}{%- set items = message['content'] -%}{%- endif -%}
-{%- for item in items -%}
+{%- for part in message['content'].split('<image>') -%}
+{%- if not loop.first -%}<image>{%- set ns.last = 'image' -%}{%- endif -%}
+{%- if part | trim -%}
+{%- if ns.last == 'text' %} {% endif -%}{{ part | trim }}{%- set ns.last = 'text' -%}
+{%- endif -%}
+{%- endfor -%}
+{%- else -%}
+{%- for item in message['content'] -%}
 {%- if item['type'] == 'image' -%}<image>{%- set ns.last = 'image' -%}
 {%- elif item['type'] == 'text' -%}
 {%- if ns.last == 'text' %} {% endif -%}{{ item['text'] }}{%- set ns.last = 'text' -%}
 {%- endif -%}
 {%- endfor -%}
+{%- endif -%}
 {%- if message['role'] == 'assistant' and ns.last == 'text' and (loop.last or \
 messages[loop.index0 + 1]['role'] != 'assistant') -%}
 {{ eos_token }}{%- set ns.last = 'special' -%}

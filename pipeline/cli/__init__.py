@@ -125,6 +125,12 @@ def demo(
     report = state.workspace / "report.html"
     if report.exists():
         console.print(f"report: [bold]{escape(str(report.resolve()))}[/bold]")
+    from vilactl.pipeline.jobs.demo_train import generate_hint
+
+    hint = generate_hint(state.workspace)
+    if hint:         # one line, unwrapped, so that it pastes as is
+        console.print("ask the demo model about an image:")
+        console.print(hint, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -163,8 +169,8 @@ def sql(
                                                           "instead of running it."),
 ) -> None:
     """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
-    blend_components, checkpoints, evals; views: lineage and samples_<dataset>. Queries read
-    only the catalog's own data (no other files, no URLs, no extensions)."""
+    blend_components, checkpoints, evals, exports; views: lineage and samples_<dataset>.
+    Queries read only the catalog's own data (no other files, no URLs, no extensions)."""
     from vilactl.catalog.query import run_sql
 
     output.emit(console, run_sql(state.workspace, query, explain), format.value, out)
