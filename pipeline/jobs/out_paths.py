@@ -40,7 +40,9 @@ def _overlap(a: Path, b: Path) -> bool:
 def _check_recorded(workspace: Path, p: Path, flag: str, own_export: bool) -> None:
     real = p.parent.resolve() / p.name
     ws = Path(os.path.abspath(workspace)).resolve()
-    if _overlap(real, ws) and not real.is_relative_to(ws / "exports"):
+    if ws.is_relative_to(real):
+        raise VilactlError(f"{flag} {p}: would hold the workspace {ws}; choose another path")
+    if real.is_relative_to(ws) and not real.is_relative_to(ws / "exports"):
         raise VilactlError(f"{flag} {p}: inside the workspace {ws} only exports/ takes outputs "
                            "(e.g. --out " f"{ws / 'exports' / p.name})")
     for what, recorded in recorded_paths(workspace):
@@ -56,6 +58,7 @@ def check_folder(workspace: Path, raw: str | Path, flag: str = "--out",
     """An absolute folder path that is safe to (re)place an export at."""
     p = _absolute(raw, flag)
     earlier = p.is_dir() and (p / EXPORT_MARKER).is_file()
+    _check_recorded(workspace, p, flag, own_export=earlier)
     if p.exists() and not p.is_dir():
         raise VilactlError(f"{flag} {p}: is a file; give a folder path")
     if p.is_dir() and any(p.iterdir()):
@@ -65,7 +68,6 @@ def check_folder(workspace: Path, raw: str | Path, flag: str = "--out",
         if not replace:
             raise VilactlError(f"{flag} {p}: holds an earlier export; pass --replace to "
                                "replace it")
-    _check_recorded(workspace, p, flag, own_export=earlier)
     return p
 
 
