@@ -29,13 +29,16 @@ PROJECTOR_ACT = {"linear": "linear", "mlp2x_gelu": "gelu"}
 MAX_SHARD_SIZE = "5GB"      # model.safetensors is split into shards above this size
 
 
-def check_exportable(model) -> None:
-    """One line naming what is supported, for a model transformers' LLaVA cannot express."""
-    kind = model.spec.projector
+def check_projector(kind: str) -> None:
     if kind not in PROJECTOR_ACT:
         raise VilactlError(f"projector {kind!r} has no transformers LLaVA equivalent; export "
                            f"supports the projectors {', '.join(PROJECTOR_ACT)} (train with "
                            "model.projector: mlp2x_gelu to export)")
+
+
+def check_exportable(model) -> None:
+    """One line naming what is supported, for a model transformers' LLaVA cannot express."""
+    check_projector(model.spec.projector)
     if model.spec.tower.kind == "open_clip":
         open_clip_problem(model.vision.model, model.spec.tower.name)
     if not {"model", "lm_head"} <= {k.split(".", 1)[0] for k in model.llm.state_dict()}:

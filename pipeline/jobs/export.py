@@ -94,7 +94,13 @@ def _manifest(folder: Path) -> tuple[dict, str, int]:
 
 def export(workspace: Path, req: ExportRequest, console: Console) -> dict:
     out = check_folder(workspace, req.out, "--out", req.replace)
-    row, folder, model, tok, meta = checkpoints.load(workspace, req.checkpoint, merge_lora=True)
+    _, folder = checkpoints.find(workspace, req.checkpoint)
+    try:                         # refuse an unsupported projector before building the model
+        hf_export.check_projector(json.loads((folder / "meta.json").read_text())
+                                  ["config"]["model"]["projector"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass                     # a broken meta.json: `load` below says what is wrong
+    row, folder, model, tok, meta = checkpoints.load(workspace, str(folder), merge_lora=True)
     hf_export.check_exportable(model)
     source = row["id"] if row else str(folder)
     lin = lineage(workspace, row and row["id"])
