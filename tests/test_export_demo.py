@@ -75,6 +75,11 @@ def test_demo_export_card_and_catalog_lineage(exported):
                      "JOIN blend_components b ON b.blend = u.blend ORDER BY 1")
     assert {"vqa", "coyo_curated"} <= {r["dataset"] for r in blends}
     assert not [p for p in (ws / "exports").iterdir() if p.name.startswith(".")]  # no temps
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)                       # shared data: no 0600 weights
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o666 & ~umask}
 
 
 def _image_file(ws, row, i):

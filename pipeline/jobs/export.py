@@ -138,6 +138,7 @@ def _write(out: Path, model, tok, meta, lin, source, folder, row, req, job, swap
                           "lora_merged": int(meta.get("lora") or 0), "verify": checked,
                           "template_problem": template}}
         (tmp / EXPORT_MARKER).write_text(json.dumps(rec, indent=1, default=str))
+        _shared(tmp)
         job.counts.update(files=len(files), bytes=size, checksum=checksum,
                           max_abs_logit_diff=checked and checked["max_abs_logit_diff"])
 
@@ -149,6 +150,16 @@ def _write(out: Path, model, tok, meta, lin, source, folder, row, req, job, swap
         atomic.remove(tmp)
         raise
     return rec
+
+
+def _shared(folder: Path) -> None:
+    """The umask's normal permissions on every file (safetensors writes 0600): an export is
+    shared data, like every vilactl output."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in folder.rglob("*"):
+        if p.is_file():
+            os.chmod(p, 0o666 & ~umask)
 
 
 def _report(console: Console, rec: dict) -> None:
