@@ -132,6 +132,24 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE blends RENAME COLUMN num_text_tokens TO num_text_words",
         "ALTER TABLE blend_components RENAME COLUMN num_text_tokens TO num_text_words",
     ],
+    7: [
+        # Models exported as Hugging Face LLaVA folders (`vilactl export`): where, what they
+        # were made from (the checkpoint chain and the blends it was trained on), a checksum.
+        """CREATE TABLE exports (
+            path VARCHAR PRIMARY KEY,      -- the exported folder (absolute)
+            checkpoint VARCHAR,            -- catalog checkpoint id; NULL for a bare folder
+            source_path VARCHAR NOT NULL,  -- the checkpoint folder it was made from
+            format VARCHAR NOT NULL,       -- llava-hf
+            checksum VARCHAR NOT NULL,     -- sha256 of the sorted `sha256  file` lines
+            files JSON,                    -- {file: {bytes, sha256}}
+            num_bytes BIGINT,
+            checkpoints VARCHAR[],         -- this checkpoint, then each one it started from
+            blends VARCHAR[],              -- the blends those checkpoints were trained on
+            params JSON,                   -- tower, projector, LoRA merged, parity measured
+            run_id VARCHAR,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

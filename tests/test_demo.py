@@ -69,6 +69,14 @@ def test_each_step_is_a_run_and_a_rerun_resumes(demo_ws):
     # Everything but the mirror (a service) and the report is skipped; no rows are added.
     # (the mirror and the report are remade every time)
     assert second.stdout.count("done earlier, skipped") == len(STEPS) - 2
+    # It ends with the one line that asks the demo model about a world image; it runs as is.
+    hint = [line for line in second.stdout.splitlines() if " generate --checkpoint " in line]
+    assert len(hint) == 1 and second.stdout.rstrip().endswith(hint[0])
+    import shlex
+
+    words = shlex.split(hint[0])
+    assert words[:3] == ["vilactl", "--workspace", str(demo_ws.resolve())]
+    assert run_cli(*words[1:], check=True).stdout.strip()
     # raw: 3 COYO files + 3 MMC4 shards + 6 sets; downloads: one unit per input file;
     # scores: one file per downloaded COYO shard; the curated set: one part (a part holds
     # consecutive shards' rows, ≥ 4 output row groups); 4 MMC4 variants × 3; 3 blends of one

@@ -51,7 +51,7 @@ def _failures(ws, tmp_path, coyo_rows, ray_head):
     (ws / "datasets" / "sc2").mkdir(parents=True)            # scores of something else
     (ws / "datasets" / "sc2" / "score.json").write_text("{}")
     cfg = yaml.safe_load((CONFIG_DIR / "debug.yaml").read_text())
-    cfg["data"].update(max_length=40, overflow="error")
+    cfg["data"].update(max_length=70, overflow="error")
     (tmp_path / "strict.yaml").write_text(yaml.safe_dump(cfg))
     ray = ["--ray-address", ray_head]
     inplace = tmp_path / "inplace.parquet"       # registered in place, then rewritten with a
@@ -72,7 +72,7 @@ def _failures(ws, tmp_path, coyo_rows, ray_head):
          "build failed on shard"),
         (["blend", "--coyo", "1", "--images", "100000", "--name", "bl2"], "the blend needs"),
         (["train", "--stage", "pretrain", "--steps", "1", "--config",
-          str(tmp_path / "strict.yaml"), "--name", "t2"], "longer than max_length 40"),
+          str(tmp_path / "strict.yaml"), "--name", "t2"], "longer than max_length 70"),
         (["eval", "--checkpoint", "sft@6", "--dataset", "no_answers", "--shots", "0"],
          "has no samples ending in an answer"),
         (["ablate", "--pretrain-steps", "1", "--sft-steps", "1", "--config",

@@ -109,7 +109,7 @@ def test_bad_input_one_line(ws, tmp_path):
     bad_keys.write_text(yaml.safe_dump(raw))
     strict = small_config(tmp_path, "strict.yaml")
     raw = yaml.safe_load(strict.read_text())
-    raw["data"].update(max_length=40, overflow="error")
+    raw["data"].update(max_length=70, overflow="error")
     strict.write_text(yaml.safe_dump(raw))
     wide = small_config(tmp_path, "wide.yaml")
     raw = yaml.safe_load(wide.read_text())
@@ -125,7 +125,7 @@ def test_bad_input_one_line(ws, tmp_path):
         (["--config", str(typed)], "stages.pretrain.global_batch must be an integer, got '256'"),
         (["--config", str(odd)], "train.global_batch 5 is not a multiple of micro_batch_size 2"),
         (["--config", str(bad_keys)], "unknown keys in train: epochs, learning_rate"),
-        (["--config", str(strict)], "longer than max_length 40"),
+        (["--config", str(strict)], "longer than max_length 70"),
         (["--config", str(wide), "--init", "pretrain@6"], "is from another model shape"),
         (["--stage", "finetune"], "--stage must be one of projector, pretrain, sft"),
     ]

@@ -14,9 +14,8 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from vilactl.train.sequences import SequenceBuilder
+from vilactl.train.generate import Decoding, VilaGenerator
 
 
 @dataclass
@@ -50,52 +49,15 @@ def task_of(its: list[Item]) -> str:
 
 class Evaluator:
     def __init__(self, model, tokenizer, preprocess, max_new_tokens: int = 12, seed: int = 0):
-        self.model, self.tok, self.preprocess = model.eval(), tokenizer, preprocess
         self.max_new_tokens, self.seed = max_new_tokens, seed
-        self.sft = SequenceBuilder(tokenizer, model.image_token_id, model.tokens_per_image,
-                                   max_length=10**9, sft=True)
+        # the decoding `vilactl generate` uses too (train/generate.py): same prompts, same answers
+        self.generator = VilaGenerator(model, tokenizer, preprocess)
 
-    def _pixels(self, images: list[bytes], blank: bool) -> torch.Tensor | None:
-
-        from vilactl.curation.images import open_image
-
-        if not images:
-            return None
-        if blank:
-            return torch.stack([torch.full_like(self.preprocess(open_image(b)), 0.5)
-                                for b in images])
-        return torch.stack([self.preprocess(open_image(b)) for b in images])
-
-    def _prompt(self, segments: list[dict]) -> tuple[list[int], list[bytes]]:
-        ex = self.sft.prompt(segments)
-        return ex.input_ids.tolist(), ex.images
-
-    @torch.no_grad()
     def answers(self, prompts: list[list[dict]], caption: bool = False, blank: bool = False,
                 batch_size: int = 32) -> list[str]:
         """Greedy answers to many prompts, batched with left padding (KV-cached generate)."""
-        out: list[str] = []
-        for i in range(0, len(prompts), batch_size):
-            out += self._batch(prompts[i:i + batch_size], caption, blank)
-        return out
-
-    def _batch(self, prompts: list[list[dict]], caption: bool, blank: bool) -> list[str]:
-        device = next(self.model.parameters()).device
-        built = [self._prompt(p) for p in prompts]
-        width = max(len(ids) for ids, _ in built)
-        embeds, mask = [], torch.zeros(len(built), width, dtype=torch.long, device=device)
-        for r, (ids, images) in enumerate(built):
-            pixels = self._pixels(images, blank)
-            e = self.model.embed(torch.tensor([ids], device=device),
-                                 None if pixels is None else pixels.to(device))[0]
-            pad = width - len(ids)
-            embeds.append(torch.cat([e.new_zeros(pad, e.shape[-1]), e]))
-            mask[r, pad:] = 1
-        gen = self.model.llm.generate(
-            inputs_embeds=torch.stack(embeds), attention_mask=mask,
-            max_new_tokens=self.max_new_tokens * (3 if caption else 1), do_sample=False,
-            eos_token_id=self.tok.eos_token_id, pad_token_id=self.tok.pad_token_id)
-        return [self.tok.decode(g, skip_special_tokens=True).strip() for g in gen]
+        decoding = Decoding(max_new_tokens=self.max_new_tokens * (3 if caption else 1))
+        return self.generator.answers(prompts, decoding, blank=blank, batch_size=batch_size)
 
     def _shots(self, its: list[Item], i: int, k: int) -> list[dict]:
         if k == 0:

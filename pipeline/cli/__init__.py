@@ -22,6 +22,8 @@ from vilactl.pipeline.cli.context import console, err_console, state
 from vilactl.pipeline.cli.curation import build, curate, score
 from vilactl.pipeline.cli.download import download as download_cmd
 from vilactl.pipeline.cli.eval import eval_cmd
+from vilactl.pipeline.cli.models import export as export_cmd
+from vilactl.pipeline.cli.models import generate as generate_cmd
 from vilactl.pipeline.cli.register import register_app
 from vilactl.pipeline.cli.train import train as train_cmd
 
@@ -57,6 +59,8 @@ for command in (score, curate, build):
 app.command("blend")(blend_cmd)
 app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
+app.command("export")(export_cmd)
+app.command("generate")(generate_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 
@@ -121,6 +125,12 @@ def demo(
     report = state.workspace / "report.html"
     if report.exists():
         console.print(f"report: [bold]{escape(str(report.resolve()))}[/bold]")
+    from vilactl.pipeline.jobs.demo_train import generate_hint
+
+    hint = generate_hint(state.workspace)
+    if hint:         # one line, unwrapped, so that it pastes as is
+        console.print("ask the demo model about an image:")
+        console.print(hint, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -159,8 +169,8 @@ def sql(
                                                           "instead of running it."),
 ) -> None:
     """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
-    blend_components, checkpoints, evals; views: lineage and samples_<dataset>. Queries read
-    only the catalog's own data (no other files, no URLs, no extensions)."""
+    blend_components, checkpoints, evals, exports; views: lineage and samples_<dataset>.
+    Queries read only the catalog's own data (no other files, no URLs, no extensions)."""
     from vilactl.catalog.query import run_sql
 
     output.emit(console, run_sql(state.workspace, query, explain), format.value, out)

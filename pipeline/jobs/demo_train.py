@@ -47,3 +47,27 @@ def step_report(ctx) -> dict:
     path = build(ctx.workspace)
     ctx.console.print(f"  report: {path}")
     return {"report": str(path)}
+
+
+def generate_hint(workspace) -> str | None:
+    """The one `vilactl generate` line that asks the demo's SFT model about a world image (what
+    `vilactl demo` prints last), or None before the SFT stage exists."""
+    import shlex
+    from pathlib import Path
+
+    from vilactl.catalog.rows import find_checkpoint
+    from vilactl.curation.images import open_image
+
+    row = find_checkpoint(workspace, stage="sft")
+    if row is None:
+        return None
+    for image in sorted((Path(workspace) / "world" / "images" / "coyo").glob("*.png")):
+        try:
+            open_image(image.read_bytes())
+        except Exception:          # the world serves a few broken images on purpose
+            continue
+        ws = Path(workspace).resolve()
+        return (f"vilactl --workspace {shlex.quote(str(ws))} generate --checkpoint "
+                f"{shlex.quote(row['id'])} --image {shlex.quote(str(image.resolve()))} "
+                f"--prompt {shlex.quote('How many shapes are in the image?')}")
+    return None

@@ -22,40 +22,20 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import contained
 from vilactl.catalog import jobs
-from vilactl.catalog.rows import dataset_shards, find_checkpoint, record_evals
-from vilactl.pipeline.jobs import train_setup
-from vilactl.train import checkpoint, config
+from vilactl.catalog.rows import dataset_shards, record_evals
+from vilactl.pipeline.jobs import checkpoints
 from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
-from vilactl.train.stages import add_lora
-from vilactl.train.tokenizer import load_tokenizer
 
 DEMO_EVAL = ("eval_vqa", "eval_caption", "eval_text")
 
 
 @dataclass
 class EvalRequest:
-    checkpoint: str | None = None      # id, run name, or None for the newest SFT checkpoint
+    checkpoint: str | None = None      # id, run/stage name, folder; None: the newest SFT one
     shots: list[int] = field(default_factory=lambda: [0, 4])
     datasets: list[str] = field(default_factory=lambda: list(DEMO_EVAL))
     baseline: str | None = "vqa"       # training VQA set for the majority-answer baseline
     limit: int | None = None           # first N examples of each set (quick looks)
-
-
-def load_checkpoint(workspace: Path, ref: str | None):
-    row = find_checkpoint(workspace, ref) if ref else find_checkpoint(workspace, stage="sft")
-    if row is None:
-        raise VilactlError(f"no checkpoint {ref!r} in the catalog" if ref else
-                           "no SFT checkpoint in the catalog: run `vilactl train --stage sft`")
-    folder = Path(row["path"])
-    checkpoint.check_present(folder, "meta.json", "model.safetensors")
-    meta = json.loads((folder / "meta.json").read_text())
-    cfg = config.from_dict(meta["config"], str(folder / "meta.json"))
-    tok = load_tokenizer(meta["tokenizer"])
-    model = train_setup.build_model(workspace, cfg, tok)
-    if meta.get("lora"):
-        add_lora(model, meta["lora"])
-    checkpoint.load_model(folder, model)
-    return row, model, tok
 
 
 def _rows(workspace: Path, name: str, limit: int | None) -> list[dict]:
@@ -67,7 +47,10 @@ def _rows(workspace: Path, name: str, limit: int | None) -> list[dict]:
 def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
     if any(k < 0 for k in req.shots):
         raise VilactlError(f"--shots must be ≥ 0, got {req.shots}")
-    row, model, tok = load_checkpoint(workspace, req.checkpoint)
+    row, folder, model, tok, _ = checkpoints.load(workspace, req.checkpoint)
+    if row is None:
+        raise VilactlError(f"checkpoint {folder} is not in the catalog: eval records its results "
+                           "by catalog checkpoint id")
     ev = Evaluator(model, tok, model.vision.preprocess)
     ck, results = row["id"], []
     out = contained(workspace, Path(workspace) / "evals" / ck.replace("@", "-"))
