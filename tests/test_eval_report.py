@@ -44,7 +44,7 @@ def test_eval_any_sample_dataset_and_bad_input(demo_ws, tmp_path):
     assert "vqa" in out.stdout
     assert sql(ws, "SELECT count(*) AS n FROM evals WHERE dataset = 'vqa' AND "
                    "metric = 'accuracy'") == [{"n": 1}]
-    for args, message in [(["--checkpoint", "nope@1"], "no checkpoint 'nope@1'"),
+    for args, message in [(["--checkpoint", "nope@1"], "checkpoint 'nope@1': not in the catalog"),
                           (["--shots", "x"], "--shots takes numbers"),
                           (["--dataset", "nope"], "unknown dataset 'nope'")]:
         proc = run_cli("eval", *args, workspace=ws)

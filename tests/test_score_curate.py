@@ -197,7 +197,7 @@ def test_bad_input(scored, ray_head, tmp_path):
     cases = [
         (["curate", "coyo", "--top-k", "5", "--score", "clip_similarity_vitb64"],
          "has no column 'clip_similarity_vitb64'"),
-        (["curate", "coyo", "--top-k", "0"], "--top-k must be positive"),
+        (["curate", "coyo", "--top-k", "0"], "--top-k must be a positive integer"),
         (["curate", "coyo", "--top-k", "5", "--dedup", "md5"], "--dedup takes url, phash"),
         (["score", "coyo", "--model", "ViT-Nope-99"], "unknown open_clip model 'ViT-Nope-99'"),
         (["score", "coyo", "--model", "vilactl-demo-clip", "--pretrained",

@@ -187,12 +187,25 @@ def curate(workspace: Path, req: CurateRequest, ray_address: str | None, console
             console.print(f"[yellow]warning:[/yellow] only {n} eligible rows for "
                           f"K={req.top_k}: keeping all of them")
         rows = _write(passes, sel, job.dir) if sel.cutoff else 0
-        if rows != n:  # a shared id makes one cutoff row count twice
-            raise VilactlError(
-                f"dataset {plan.dataset!r} holds rows with the same id among the selected "
-                f"({rows} rows for {n} ids); ids must be unique — register the metadata "
-                "again (register refuses duplicates)")
+        _check_unique(plan.dataset, job.dir, rows, n)
         return _dataset(job, req, plan, out_name, rows, sel)
+
+
+def _check_unique(dataset: str, folder: Path, rows: int, n: int) -> None:
+    """Ids key downloads and ties: register refuses duplicates, but a file can change behind
+    the catalog's back. A shared id at the cutoff shows as a count mismatch; anywhere else only
+    a check of the selection finds it (out of core, in DuckDB's fixed budget)."""
+    from vilactl.catalog.checks import duplicate_keys
+
+    dup = rows != n
+    if not dup and rows:
+        dup = duplicate_keys(sorted(folder.glob("part-*.parquet")), "id",
+                             temp=folder / ".dup-check")[0] > 0
+    if dup:
+        raise VilactlError(
+            f"dataset {dataset!r} holds rows with the same id among the selected "
+            f"({rows} rows written for {n} selected); ids must be unique — register the "
+            "metadata again (register refuses duplicates)")
 
 
 def _write(passes: Passes, sel: Selection, folder: Path) -> int:

@@ -93,12 +93,11 @@ def _condense_raylet_messages() -> None:
             return original(data, ignore_prefix)
         text = "\n".join(data.get("lines") or [])
         if "memory" in text.lower() and "kill" in text.lower():
-            line = (f"warning: Ray killed a worker for lack of memory (its task is tried up to "
-                    f"{OOM_RETRIES} more times on a local Ray)")
-        else:
+            print(f"warning: Ray killed a worker for lack of memory (its task is tried up to "
+                  f"{OOM_RETRIES} more times on a local Ray)", file=sys.stderr, flush=True)
+        elif "retries remaining" not in text:  # a retry notice: the outcome is reported anyway
             first = next((t.strip() for t in text.splitlines() if t.strip()), "")
-            line = f"warning: Ray: {first[:200]}"
-        print(line, file=sys.stderr, flush=True)
+            print(f"Ray: {first[:200]}", flush=True)   # stdout, where Ray prints it
 
     one_line.vilactl = True  # type: ignore[attr-defined]
     ray_worker.print_to_stdstream = one_line
