@@ -50,16 +50,16 @@ class Histogram:
         self.excluded += len(finite) - len(keys)
         self._parts.append(np.unique(keys >> SHIFT, return_counts=True))
         if len(self._parts) >= 16:  # fold now and then: parts never outgrow the histogram
-            self._fold()
+            self.fold()
 
     def merge(self, other: Histogram) -> None:
-        other._fold()
+        other.fold()
         self.seen += other.seen
         self.excluded += other.excluded
         self._parts.append((other.buckets, other.counts))
-        self._fold()
+        self.fold()
 
-    def _fold(self) -> None:
+    def fold(self) -> None:
         if not self._parts:
             return
         buckets = np.concatenate([self.buckets] + [b for b, _ in self._parts])
@@ -76,7 +76,7 @@ class Histogram:
 
     @property
     def total(self) -> int:
-        self._fold()
+        self.fold()
         return int(self.counts.sum())
 
 
@@ -96,7 +96,7 @@ class Boundary:
 
 def boundary(hist: Histogram, k: int) -> Boundary | None:
     """The bucket of the min(K, eligible)-th best row, or None when no row is eligible."""
-    hist._fold()
+    hist.fold()
     if not len(hist.counts):
         return None
     k = min(k, hist.total)
@@ -116,13 +116,13 @@ def boundary_candidates(scores: np.ndarray, ids: np.ndarray, b: Boundary) -> tup
     return int(np.count_nonzero(b.above_bucket(keys))), sel
 
 
-def exact_cutoff(parts: list[TopK], need: int) -> Cutoff | None:
-    """The cutoff from every shard's boundary candidates: their `need`-th best row."""
+def exact_cutoff(candidates, need: int) -> Cutoff | None:
+    """The cutoff from every shard's boundary candidates, (keys, ids) pairs: their `need`-th
+    best row."""
     total = TopK(need)
-    for part in parts:
-        total.merge(part)
-    keys, ids = total.result()
-    return cutoff_of(keys, ids)
+    for keys, ids in candidates:
+        total.add_keys(keys, ids)
+    return cutoff_of(*total.result())
 
 
 def select_cutoff(batches, k: int) -> Cutoff | None:
@@ -133,5 +133,5 @@ def select_cutoff(batches, k: int) -> Cutoff | None:
     b = boundary(hist, k)
     if b is None:
         return None
-    parts = [boundary_candidates(s, i, b)[1] for s, i in batches]
+    parts = [boundary_candidates(s, i, b)[1].result() for s, i in batches]
     return exact_cutoff(parts, b.need)

@@ -83,7 +83,7 @@ def shard_histogram(src: ShardSource) -> Histogram:
     hist = Histogram()
     for scores, _ in src.scores_and_ids(ids=False):
         hist.add(scores)
-    hist.merge(Histogram())  # fold the parts before returning
+    hist.fold()  # one sorted (bucket, count) array pair to send back
     return hist
 
 

@@ -149,8 +149,12 @@ class Cutoff:
         finite = np.isfinite(scores)
         keys = np.zeros(len(scores), np.uint64)
         keys[finite] = order_key(scores[finite])
+        return finite & self.keep_keys(keys, ids)
+
+    def keep_keys(self, keys: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """The same rule over order keys (rows already known to be finite)."""
         ck = np.uint64(self.key)
-        return finite & ((keys > ck) | ((keys == ck) & (np.asarray(ids) <= self.id)))
+        return (keys > ck) | ((keys == ck) & (np.asarray(ids) <= self.id))
 
 
 def cutoff_of(keys: np.ndarray, ids: np.ndarray) -> Cutoff | None:

@@ -110,7 +110,7 @@ def test_shard_passes_stream_record_batches(big_meta, tmp_path, monkeypatch):
     _, keys, ids = shard_select.shard_boundary(src, b)
     assert {frozenset(cols) for _, cols in reads} == {frozenset(
         ("id", "clip_similarity_vitb32", "clip_similarity_vitl14"))}
-    cutoff = hs.exact_cutoff([_topk(keys, ids, b.need)], b.need)
+    cutoff = hs.exact_cutoff([(keys, ids)], b.need)
     reads.clear()
     out = tmp_path / "part.parquet"
     assert shard_select.part_write([src], cutoff, np.empty(0, np.int64), str(out), 400) == 1000
@@ -118,14 +118,6 @@ def test_shard_passes_stream_record_batches(big_meta, tmp_path, monkeypatch):
     monkeypatch.undo()
     groups = pq.read_metadata(out)
     assert [groups.row_group(i).num_rows for i in range(groups.num_row_groups)] == [400, 400, 200]
-
-
-def _topk(keys, ids, need):
-    from vilactl.curation.topk import TopK
-
-    sel = TopK(need)
-    sel.add_keys(keys, ids)
-    return sel
 
 
 def duckdb_top(folder: Path, k: int) -> set:

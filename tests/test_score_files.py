@@ -9,7 +9,6 @@ from vilactl.curation import histogram_select as hs
 from vilactl.curation import shard_select
 from vilactl.curation.score_files import write_score_file
 from vilactl.curation.shard_select import ShardSource
-from vilactl.curation.topk import TopK
 
 
 def reference(scores, ids, k):
@@ -69,10 +68,7 @@ def test_cutoff_over_score_files_equals_lexsort(files, k_of):
     assert total.seen == len(ids) and total.excluded == 70
     b = hs.boundary(total, k)
     parts = [shard_select.shard_boundary(src, b) for src in sources]
-    merged = TopK(b.need)
-    for _, keys, got_ids in parts:
-        merged.add_keys(keys, got_ids)
-    cutoff = hs.exact_cutoff([merged], b.need)
+    cutoff = hs.exact_cutoff([(keys, got_ids) for _, keys, got_ids in parts], b.need)
     want = reference(scores, ids, k)
     assert set(ids[cutoff.keep(scores, ids)].tolist()) == set(want.tolist())
     assert sum(above for above, _, _ in parts) + b.need == min(k, len(want))

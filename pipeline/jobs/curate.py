@@ -29,7 +29,7 @@ from vilactl.catalog.rows import Dataset, record_selection, resolve
 from vilactl.curation import histogram_select as hs
 from vilactl.curation import shard_select as shards_mod
 from vilactl.curation.dedup import DEDUP_FIELDS, check_fields, dedup_ranked
-from vilactl.curation.topk import Cutoff, TopK, cutoff_of
+from vilactl.curation.topk import Cutoff
 from vilactl.pipeline.jobs.curate_plan import (
     SourcePlan,
     group_rows,
@@ -99,18 +99,10 @@ def _cutoff(passes: Passes, k: int) -> tuple[Cutoff | None, list[int], dict]:
         return None, [0] * len(plan.sources), counts
     parts = passes.run(shards_mod.shard_boundary, (b,), "boundary",
                        plan.memory_scan + 48 * b.need)
-    merged = TopK(b.need)
-    for _, keys, ids in parts:
-        merged.add_keys(keys, ids)
-    cutoff = cutoff_of(*merged.result())
-    per_shard = [above + int(np.count_nonzero(_at_or_above(keys, ids, cutoff)))
+    cutoff = hs.exact_cutoff(((keys, ids) for _, keys, ids in parts), b.need)
+    per_shard = [above + int(np.count_nonzero(cutoff.keep_keys(keys, ids)))
                  for above, keys, ids in parts]
     return cutoff, per_shard, counts
-
-
-def _at_or_above(keys: np.ndarray, ids: np.ndarray, c: Cutoff) -> np.ndarray:
-    ck = np.uint64(c.key)
-    return (keys > ck) | ((keys == ck) & (ids <= c.id))
 
 
 def _dedup(passes: Passes, req: CurateRequest) -> Selection:
