@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -130,18 +132,52 @@ def ray_head():
              "RAY_AUTH_MODE": "token"}
     saved = {k: os.environ.get(k) for k in extra}
     os.environ.update(extra)
+    # A temp dir of its own lets teardown stop this head only: `ray stop` would kill every Ray
+    # on the machine, including another checkout's test session.
+    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
     subprocess.run([ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                    "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats",
+                    f"--temp-dir={temp_dir}"],
                    check=True, capture_output=True, timeout=120)
     try:
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120)
+        stop_processes_mentioning(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def stop_processes_mentioning(marker: str, wait_s: float = 30.0) -> None:
+    """SIGTERM (then SIGKILL) every process whose command line contains marker."""
+    import signal
+    import time
+
+    def pids() -> list[int]:
+        out = []
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit() and int(d.name) != os.getpid():
+                try:
+                    if marker.encode() in (d / "cmdline").read_bytes():
+                        out.append(int(d.name))
+                except OSError:
+                    pass
+        return out
+
+    for sig, wait in ((signal.SIGTERM, wait_s), (signal.SIGKILL, 5.0)):
+        for pid in pids():
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+        end = time.monotonic() + wait
+        while pids() and time.monotonic() < end:
+            time.sleep(0.2)
+        if not pids():
+            return
 
 
 def file_tree(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
