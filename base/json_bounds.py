@@ -157,43 +157,45 @@ class _Overflow(Exception):
     pass
 
 
-class _Builder:
-    """Builds one value from ijson's basic_parse events with an explicit stack (no recursion,
-    no per-level prefix strings); `feed` returns True when the value is complete."""
-
-    def __init__(self, depth_limit: int):
-        self.limit, self.stack, self.keys, self.value = depth_limit, [], [], None
-
-    @property
-    def empty(self) -> bool:
-        return not self.stack
-
-    def feed(self, event: str, value: Any) -> bool:
-        if event in ("start_map", "start_array"):
-            if len(self.stack) >= self.limit:
-                raise _Deep
-            self.stack.append({} if event == "start_map" else [])
-            self.keys.append(None)
-            return False
-        if event == "map_key":
-            self.keys[-1] = value
-            return False
-        if event in ("end_map", "end_array"):
-            value = self.stack.pop()
-            self.keys.pop()
-        if not self.stack:
-            self.value = value
-            return True
-        parent = self.stack[-1]
-        if isinstance(parent, list):
-            parent.append(value)
-        else:
-            parent[self.keys[-1]] = value
-        return False
-
-
 class _Deep(Exception):
     pass
+
+
+_OPEN = {"start_map": dict, "start_array": list}
+_CLOSE = {"end_map", "end_array"}
+
+
+def _values(events: Iterator, limit: int, src: _Counted) -> Iterator[Any]:
+    """Top-level array items built from ijson's basic_parse events with an explicit stack (no
+    recursion, no per-level prefix strings); `src.start` marks where each item began. Hot
+    loop: plain locals, one dict lookup per event."""
+    stack: list = []
+    keys: list = []
+    for event, value in events:
+        if event == "map_key":
+            keys[-1] = value
+            continue
+        if not stack:
+            if event == "end_array":             # the end of the top-level array
+                return
+            src.start = src.count
+        make = _OPEN.get(event)
+        if make is not None:
+            if len(stack) >= limit:
+                raise _Deep
+            stack.append(make())
+            keys.append(None)
+            continue
+        if event in _CLOSE:
+            value = stack.pop()
+            keys.pop()
+        if not stack:
+            src.start = None
+            yield value
+        elif keys[-1] is None:
+            stack[-1].append(value)
+        else:
+            stack[-1][keys[-1]] = value
 
 
 def array_items(f: IO[bytes], where: str) -> Iterator[Any]:
@@ -204,24 +206,18 @@ def array_items(f: IO[bytes], where: str) -> Iterator[Any]:
     depth_limit, byte_limit = max_depth(), max_record_bytes()
     src = _Counted(f, byte_limit)
     events = ijson.basic_parse(src, use_float=True)
-    record, index = _Builder(depth_limit), 0
+    index = 0
     try:
         first = next(events, (None, None))[0]
         if first != "start_array":
             raise VilactlError(f"{where}: expected a JSON array of records")
-        for event, value in events:
-            if record.empty:
-                if event == "end_array":         # the end of the top-level array
-                    return
-                index += 1
-                src.start = src.count
-            if record.feed(event, value):
-                src.start = None
-                yield record.value
-    except _Deep:
-        raise too_deep(f"{where}: record {index}", depth_limit) from None
+        for value in _values(events, depth_limit, src):
+            index += 1
+            yield value
+    except _Deep:                                # in the record after the last one yielded
+        raise too_deep(f"{where}: record {index + 1}", depth_limit) from None
     except _Overflow:
-        raise too_big(f"{where}: record {index}", byte_limit) from None
+        raise too_big(f"{where}: record {index + 1}", byte_limit) from None
     except ijson.JSONError as e:
         raise VilactlError(f"{where}: not valid JSON near record {index + 1} "
                            f"({str(e).splitlines()[0][:200]})") from None
