@@ -135,7 +135,7 @@ def _unique_ids(path: Path, records: Iterator[tuple[str, dict]]) -> Iterator[tup
     first: dict[str, int] = {}
     repeats: dict[str, list[int]] = {}
     for i, (rid, rec) in enumerate(records, start=1):
-        if not rid.startswith("#"):               # records without an id fail on their own
+        if isinstance(rec, dict) and rec.get("id") not in (None, ""):   # else fails alone
             if rid in first:
                 repeats.setdefault(rid, [first[rid]]).append(i)
             else:
