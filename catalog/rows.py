@@ -7,6 +7,7 @@ transaction. Paths are stored absolute, so the catalog can be opened from any di
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import sys
@@ -125,9 +126,10 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
     if shards:
         con.executemany(
             "INSERT INTO shards (dataset, path, rows, bytes, checksum, status, source, run_id, "
-            "created_at, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "created_at, counts, mtime_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [[ds.name, s.path, s.rows, s.bytes, s.checksum, s.status, s.source, run_id, created,
-              None if s.counts is None else json.dumps(s.counts, sort_keys=True)]
+              None if s.counts is None else json.dumps(s.counts, sort_keys=True),
+              _mtime_ns(s.path)]
              for s in shards])
     if view:
         files = [s.path for s in shards if s.path.endswith(".parquet")]
@@ -138,9 +140,20 @@ def record_dataset(con: duckdb.DuckDBPyConnection, ds: Dataset, shards: list[Sha
         set_text_words(con, ds.name, text_words)
 
 
-def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
-    """A dataset's catalog row and its finished shard paths; one clear line if unknown."""
-    from vilactl.catalog import db
+def _mtime_ns(path: str) -> int | None:
+    """The file's mtime as it is committed (a rename keeps it), for catalog/integrity.py."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def dataset_shards(workspace, name: str, check: bool = True) -> tuple[dict, list[str]]:
+    """A dataset's catalog row and its finished shard paths; one clear line if unknown.
+    Every caller reads those files next, so each is first checked unchanged since it was
+    recorded (size, mtime, Parquet footer; the sha256 of small files: catalog/integrity.py)
+    unless `check=False` (callers that want the row only)."""
+    from vilactl.catalog import db, integrity
 
     if not db.catalog_path(workspace).exists():
         raise VilactlError(f"unknown dataset {name!r}: no catalog in {workspace}")
@@ -148,9 +161,10 @@ def dataset_shards(workspace, name: str) -> tuple[dict, list[str]]:
         row = dataset_row(con, name)
         if row is None:
             raise VilactlError(f"unknown dataset {name!r} (see `vilactl catalog`)")
-        paths = [p for (p,) in con.sql("SELECT path FROM shards WHERE dataset = ? AND "
-                                       "status = 'done' ORDER BY path", params=[name]).fetchall()]
-    return row, paths
+        recorded = integrity.recorded_shards(con, name)
+    if check:
+        integrity.check_unchanged(name, recorded)
+    return row, [s.path for s in recorded]
 
 
 def record_failure(workspace, run: Run, error: BaseException) -> None:

@@ -150,6 +150,12 @@ MIGRATIONS: dict[int, list[str]] = {
             created_at TIMESTAMP NOT NULL
         )""",
     ],
+    8: [
+        # Each shard file's modification time when it was recorded (os.stat st_mtime_ns), so
+        # that a command can notice a file changed behind the catalog's back with a stat
+        # (catalog/integrity.py); NULL for shards recorded before this column existed.
+        "ALTER TABLE shards ADD COLUMN mtime_ns BIGINT",
+    ],
 }
 
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -1,8 +1,9 @@
 """Published instruction formats → training samples (pure functions, no I/O but image reads).
 
 - LLaVA-1.5 / ShareGPT records: `{"id", "image"?, "conversations": [{"from", "value"}]}`.
-  `from` is human | gpt (| system); `<image>` in a turn marks where an image goes, and the
-  record's images (`image`: one relative path, or a list) fill those marks in order.
+  `from` is human | gpt (| system, first only), alternating human/gpt and ending with gpt;
+  `<image>` in a turn marks where an image goes, and the record's images (`image`: one
+  relative path, or a list) fill those marks in order.
 - FLAN-style rows: an input field and a target field → [user input, assistant target];
   `chosen_rows` picks which rows a `--sample N` keeps.
 Problems raise RecordError with what is wrong; callers add the file and record id.
@@ -38,15 +39,14 @@ def llava_sample(record: dict, read_image: Callable[[str], bytes], source: str =
         if not isinstance(t, dict) or not isinstance(t.get("from"), str) \
                 or not isinstance(t.get("value"), str):
             raise RecordError("a turn needs 'from' and 'value' strings")
+    check_roles([t["from"] for t in conv])
     marks = sum(t["value"].count(IMAGE_MARK) for t in conv)
     if marks != len(paths):
         raise RecordError(f"{marks} {IMAGE_MARK} mark(s) for {len(paths)} image(s)")
     images = iter(paths)
     segments = []
     for turn in conv:
-        role = ROLE_OF.get(turn["from"])
-        if role is None:
-            raise RecordError(f"unknown role from={turn['from']!r} (human, gpt or system)")
+        role = ROLE_OF[turn["from"]]
         parts = turn["value"].split(IMAGE_MARK)
         for i, text in enumerate(parts):
             if i:
@@ -54,6 +54,32 @@ def llava_sample(record: dict, read_image: Callable[[str], bytes], source: str =
             if text.strip():
                 segments.append(segment(role, text=text.strip()))
     return {"sample_id": str(record["id"]), "source": source, "segments": segments}
+
+
+def check_roles(froms: list[str]) -> None:
+    """A conversation is (an optional system turn, then) human, gpt, human, gpt, … ending with
+    a gpt answer: a question without its answer, two questions in a row or an answer to
+    nothing would train the model on the wrong speaker."""
+    roles = []
+    for i, f in enumerate(froms):
+        role = ROLE_OF.get(f)
+        if role is None:
+            raise RecordError(f"unknown role from={f!r} (human, gpt or system)")
+        if role == "system" and i:
+            raise RecordError(f"turn {i + 1} is a system turn; only the first turn may be one")
+        roles.append(role)
+    talk = roles[1:] if roles[0] == "system" else roles
+    if not talk:
+        raise RecordError("record has a system turn but no conversation")
+    for i, role in enumerate(talk):
+        want = "user" if i % 2 == 0 else "assistant"
+        if role != want:
+            n = i + 1 + (len(roles) - len(talk))
+            raise RecordError(f"turn {n} is from={froms[n - 1]!r} where a "
+                              f"{'human question' if want == 'user' else 'gpt answer'} belongs "
+                              "(turns alternate human, gpt, …)")
+    if talk[-1] != "assistant":
+        raise RecordError("the conversation ends without a gpt answer")
 
 
 def _image_paths(image: Any) -> list[str]:

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from vilactl.base import json_bounds
 from vilactl.base.atomic import sha256_file
 from vilactl.base.errors import RecordError, VilactlError
 from vilactl.curation.records import (
@@ -138,9 +139,8 @@ def read_mmc4(path: Path) -> Iterator[dict]:
     """Validated MMC4 documents of one file, each with a stable doc_id '<stem>:<line>'."""
     for label, stem, stream in _jsonl_members(path):
         try:
-            for line_no, line in enumerate(stream, start=1):
-                if not line.strip():
-                    continue
+            for line_no, line in json_bounds.lines(stream, label):
+                json_bounds.check_depth(line, f"{label}:{line_no}")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as e:

@@ -128,7 +128,22 @@ def test_a_duplicate_id_at_the_cutoff_fails_cleanly(registered, ray_head):
     # the metadata is registered in place; someone rewrites it with a repeated id afterwards
     rows = [{**r, "clip_similarity_vitb32": 0.5} for r in rows] + [{**rows[0],
                                                                     "clip_similarity_vitb32": 0.5}]
-    pq.write_table(pa.Table.from_pylist(rows), meta / "part-0.parquet")
+    part = meta / "part-0.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), part)
+    # the pre-read check (catalog/integrity.py) notices the rewrite …
+    one_line_error(run_cli("curate", "coyo", "--top-k", "1", "--dataset", "meta", "--score",
+                           "clip_similarity_vitb32", "--name", "top", workspace=guard.ws),
+                   str(part), "changed since the catalog recorded it", "vilactl verify")
+    # … and curate's own id check stays for a rewrite it cannot see: the catalog row is made
+    # to match the new file, as if size, mtime and footer had all been kept
+    import duckdb
+
+    con = duckdb.connect(str(guard.ws / "catalog.duckdb"))
+    con.execute("UPDATE shards SET bytes = ?, checksum = ?, mtime_ns = ?, rows = ? "
+                "WHERE path = ?", [part.stat().st_size, hashlib.sha256(part.read_bytes())
+                                   .hexdigest(), part.stat().st_mtime_ns, len(rows),
+                                   str(part.resolve())])
+    con.close()
     guard.snap()
     ids = sorted({r["id"] for r in rows})
     for k in (ids.index(rows[0]["id"]) + 1, len(ids) + 1):  # one copy at the cutoff; both in

@@ -26,6 +26,7 @@ from vilactl.pipeline.cli.models import export as export_cmd
 from vilactl.pipeline.cli.models import generate as generate_cmd
 from vilactl.pipeline.cli.register import register_app
 from vilactl.pipeline.cli.train import train as train_cmd
+from vilactl.pipeline.cli.verify import verify as verify_cmd
 
 
 def _flags_without_types() -> None:
@@ -61,6 +62,7 @@ app.command("train")(train_cmd)
 app.command("eval")(eval_cmd)
 app.command("export")(export_cmd)
 app.command("generate")(generate_cmd)
+app.command("verify")(verify_cmd)
 app.add_typer(mirror_app, name="mirror")
 
 

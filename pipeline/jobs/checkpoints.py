@@ -7,9 +7,9 @@ with `merge_lora`, merged into the LLM's weights (what export writes).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from vilactl.base import json_bounds
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import shown
 from vilactl.catalog.rows import find_checkpoint, resolve
@@ -60,7 +60,7 @@ def load(workspace: Path, ref: str | None, merge_lora: bool = False):
     row, folder = find(workspace, ref)
     checkpoint.check_present(folder, "meta.json", "model.safetensors")
     try:
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = json_bounds.load_file(folder / "meta.json")
         cfg = config.from_dict(meta["config"], str(folder / "meta.json"))
         tok_path = meta["tokenizer"]
     except (ValueError, KeyError, TypeError) as e:

@@ -77,6 +77,7 @@ def _score(workspace: Path, dataset: str, expr: str | None, paths: list[str], co
         raise VilactlError(f"scores {latest!r} do not cover shard {missing[0]}; rerun "
                            f"`vilactl score {dataset}`")
     params = scores[0][1]
+    dataset_shards(workspace, latest)            # the score files unchanged since recorded
     return [ShardSource(p, scores=by_source[p]) for p in paths], {
         "score_source": "clip", "score_expr": f"clip:{params.get('model')}",
         "scores_dataset": latest, "model": params.get("model"),

@@ -193,7 +193,7 @@ def step_curate_coyo(ctx: DemoContext) -> dict:
     from vilactl.catalog.rows import dataset_shards
     from vilactl.pipeline.jobs.curate import CurateRequest, curate
 
-    n = dataset_shards(ctx.workspace, "coyo")[0]["num_samples"]
+    n = dataset_shards(ctx.workspace, "coyo", check=False)[0]["num_samples"]
     # Keep the best half of the downloaded pairs (the world corrupts 30% of captions).
     req = CurateRequest(top_k=max(1, n // 2), dataset="coyo", dedup=["url"],
                         name="coyo_curated", replace=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from vilactl.base import json_bounds
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import shown
 from vilactl.train.tokenizer import IMAGE_TOKEN
@@ -70,15 +71,15 @@ def _rows(path: Path) -> list[tuple[str, dict]]:
     out = []
     with open(path, encoding="utf-8", errors="strict") as f:
         try:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    out.append((f"{path} line {n}", _json_object(line, f"{path} line {n}")))
+            for n, line in json_bounds.lines(f, str(path), at="{where} line {n}"):
+                out.append((f"{path} line {n}", _json_object(line, f"{path} line {n}")))
         except UnicodeDecodeError as e:
             raise VilactlError(f"{path}: not UTF-8 text ({e.reason})") from e
     return out
 
 
 def _json_object(line: str, where: str) -> dict:
+    json_bounds.check_depth(line, where)
     try:
         row = json.loads(line)
     except json.JSONDecodeError as e:

@@ -106,10 +106,11 @@ def prepare(workspace: Path, req: TrainRequest, world: int = 1):
 
 def _load_parent(folder: Path, model) -> None:
     """Weights of the previous stage; a LoRA run's adapters are merged into the LLM."""
-    import json
+    from vilactl.base import json_bounds
 
     checkpoint.check_present(folder, "meta.json", "model.safetensors")
-    lora = json.loads((folder / "meta.json").read_text()).get("lora", 0)
+    meta = json_bounds.load_file(folder / "meta.json")
+    lora = meta.get("lora", 0) if isinstance(meta, dict) else 0
     if lora:
         add_lora(model, lora)
     checkpoint.load_model(folder, model)
