@@ -97,6 +97,8 @@ def _snapshot(workspace: Path, memory_gb: float) -> duckdb.DuckDBPyConnection:
               "threads": max(1, min(MAX_THREADS, os.cpu_count() or 1)),
               "temp_directory": ""}                    # no spilling: the limit is the limit
     con = duckdb.connect(":memory:", config=config)
+    # DuckDB draws a progress bar on stdout after 2 s, even into a pipe or a CSV
+    con.execute("SET enable_progress_bar = false")
     path = str(db.catalog_path(workspace).resolve()).replace("'", "''")
     try:
         # db.reader waits for a writer to finish and brings an older catalog up to date

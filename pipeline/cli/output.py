@@ -89,6 +89,8 @@ def emit(console: Console, table: pa.Table, fmt: str, out: Path | None) -> None:
     from vilactl.pipeline.jobs.out_paths import write_errors
 
     check_format(fmt, out)
+    if out is None and sys.stdout is None:     # started with file descriptor 1 closed (>&-)
+        raise VilactlError("standard output is closed; redirect it or pass --out FILE")
     if fmt == "table":
         with write_errors("standard output"):
             console.print(arrow_table(table))
@@ -117,6 +119,8 @@ def write_stdout(data: bytes) -> None:
     so the rest is written until the pipe says EPIPE."""
     from vilactl.pipeline.jobs.out_paths import write_errors
 
+    if sys.stdout is None:
+        raise VilactlError("standard output is closed; redirect it or pass --out FILE")
     with write_errors("standard output"):
         sys.stdout.flush()                    # what was printed before comes first
         view = memoryview(data)
@@ -155,6 +159,8 @@ def stdout_flushed(err_console: Console) -> Iterator[None]:
 
 
 def _flush(err_console: Console, failed: bool) -> None:
+    if sys.stdout is None:                    # fd 1 closed at start: rich printed nowhere
+        return
     try:
         sys.stdout.flush()
     except BrokenPipeError:
