@@ -86,9 +86,12 @@ def lineage(workspace: Path, checkpoint_id: str | None) -> dict:
 
 
 def recorded_paths(workspace: Path) -> list[tuple[str, str]]:
-    """(what, absolute path) of everything the catalog records: the catalog itself, dataset
-    locations (a glob's fixed folder), shards, blends, checkpoints and earlier exports."""
-    out = [("the catalog", str(db.catalog_path(workspace).resolve()))]
+    """(what, absolute path) of everything the catalog records: the catalog itself and its
+    write-ahead log, dataset locations (a glob's fixed folder), shards, blends, checkpoints and
+    earlier exports."""
+    catalog = db.catalog_path(workspace).resolve()
+    out = [("the catalog", str(catalog)),
+           ("the catalog's write-ahead log", str(catalog.with_name(catalog.name + ".wal")))]
     if not db.catalog_path(workspace).exists():
         return out
     queries = [("dataset", "SELECT name, uri FROM datasets"),

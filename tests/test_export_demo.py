@@ -101,8 +101,8 @@ def test_generate_answers_eval_questions_as_eval_does(exported, demo_ws, tmp_pat
                            "eval_vqa-0shot.json").read_text())
     for backend in (["--checkpoint", ck["checkpoint"]], ["--model", str(out)]):
         run_cli("generate", "--input", str(tmp_path / "q.jsonl"), "--out",
-                str(tmp_path / "a.jsonl"), "--max-new-tokens", "12", *backend, workspace=ws,
-                check=True)
+                str(tmp_path / "a.jsonl"), "--force", "--max-new-tokens", "12", *backend,
+                workspace=ws, check=True)
         answers = [json.loads(x) for x in (tmp_path / "a.jsonl").read_text().splitlines()]
         assert [a["id"] for a in answers] == [r["sample_id"] for r in rows]
         hits = [normalise(a["answer"]) == normalise(r["segments"][2]["text"])

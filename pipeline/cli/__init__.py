@@ -2,10 +2,13 @@
 
 Global options pick the workspace (where the catalog and all outputs live) and the Ray cluster.
 Problems with the user's input raise VilactlError, which `main` prints as one line on stderr
-with exit code 1; usage errors exit 2 (click's convention).
+with exit code 1; usage errors exit 2 (click's convention); Ctrl-C is `interrupted`, exit 130.
+Standard output is flushed inside `main`, so a full device is an error line too, and a closed
+pipe a quiet exit 1 (pipeline/cli/output.py).
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from enum import Enum
@@ -81,13 +84,19 @@ def _global(
 
 @app.command()
 def report(out: Path | None = typer.Option(None, "--out", help="HTML file to write (default: "
-                                                                "<workspace>/report.html)."),
+                                                                "<workspace>/report.html); "
+                                                                "outside the workspace or "
+                                                                "directly in it."),
+           force: bool = typer.Option(False, "--force", help="Replace an existing --out file "
+                                                             "(the default report.html is "
+                                                             "replaced while it is vilactl's "
+                                                             "own report)."),
            ) -> None:
     """One self-contained HTML report: counts, CLIP curation with image grids, MMC4 variants,
     blends, loss curves and evals."""
     from vilactl.pipeline.jobs.report import build
 
-    path = build(state.workspace, out)
+    path = build(state.workspace, out, force=force)
     console.print(f"report written to [bold]{escape(str(path))}[/bold]")
 
 
@@ -166,16 +175,31 @@ def sql(
                                           "SUMMARIZE, VALUES."),
     format: Format = typer.Option(Format.table, "--format", "-f",
                                   help="table (for people), csv, json or parquet."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file "
+                                                              "(outside the workspace or "
+                                                              "directly in it)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     explain: bool = typer.Option(False, "--explain", help="Show DuckDB's plan of the SELECT "
                                                           "instead of running it."),
+    timeout: float = typer.Option(60.0, "--timeout", metavar="SECONDS",
+                                  help="Stop the query after this many seconds."),
+    memory_gb: float = typer.Option(2.0, "--memory-gb", metavar="GB",
+                                    help="DuckDB memory limit of the query and its result (no "
+                                         "spilling to disk)."),
 ) -> None:
     """Query the catalog read-only. Tables: datasets, shards, runs, selections, blends,
     blend_components, checkpoints, evals, exports; views: lineage and samples_<dataset>.
-    Queries read only the catalog's own data (no other files, no URLs, no extensions)."""
-    from vilactl.catalog.query import run_sql
+    Queries read only the catalog's own data (no other files, no URLs, no extensions), run on
+    a copy of the catalog (writers never wait for them), stop at --timeout and --memory-gb,
+    and Ctrl-C stops them."""
+    from vilactl.catalog.query import check_bounds, run_sql
+    from vilactl.pipeline.jobs.out_paths import check_file
 
-    output.emit(console, run_sql(state.workspace, query, explain), format.value, out)
+    check_bounds(timeout, memory_gb)
+    output.check_format(format.value, out)
+    target = check_file(state.workspace, out, "--out", force=force) if out else None
+    table = run_sql(state.workspace, query, explain, timeout_s=timeout, memory_gb=memory_gb)
+    output.emit(console, table, format.value, target)
 
 
 @app.command()
@@ -208,16 +232,37 @@ def mirror_serve(
             pass
 
 
+# A device that fails a write (full disk, quota, I/O error, file-size limit, read-only
+# filesystem) is the user's environment, not a bug: one line, not a traceback.
+_WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
+
+
 def main() -> None:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    with output.stdout_flushed(err_console):      # a full stdout is an error, at the end too
+        _run()
+
+
+def _run() -> None:
     try:
         app()
+    except SystemExit as e:
+        if e.code == 130:           # typer turns Ctrl-C into a silent exit 130
+            err_console.print("interrupted")
+        raise
     except VilactlError as e:
         err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
+    except OSError as e:
+        if e.errno not in _WRITE_FAULTS:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        err_console.print(f"[red]error:[/red] {escape(where + (e.strerror or str(e)))}",
+                          highlight=False, soft_wrap=True)
+        sys.exit(1)
     except Exception as e:
         # Ray's errors (a task killed for memory, a lost node, Ray Data's executor) carry
         # dozens of lines of diagnostics and a remote traceback: the user gets one line.

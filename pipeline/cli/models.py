@@ -3,7 +3,6 @@ and pipeline/jobs/generate.py — models out of vilactl."""
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import typer
@@ -40,6 +39,7 @@ def generate(
                                                            "image, prompt[, id]."),
     out: str | None = typer.Option(None, "--out", help="With --input: JSONL answers file "
                                                        "(default: stdout)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     checkpoint: str | None = typer.Option(None, help=CKPT_HELP),
     model: str | None = typer.Option(None, "--model", help="An exported folder, loaded with "
                                                            "transformers instead."),
@@ -64,7 +64,7 @@ def generate(
         if prompt is not None or image:
             raise VilactlError("--input takes the prompts and images from the file; drop "
                                "--prompt and --image")
-        _batch(workspace, input, out, checkpoint, model, decoding, batch_size)
+        _batch(workspace, input, out, force, checkpoint, model, decoding, batch_size)
         return
     if prompt is None:
         raise VilactlError("give --prompt (with --image) or --input FILE")
@@ -76,17 +76,19 @@ def generate(
     print(gen.answers([segs], decoding, batch_size=1)[0])
 
 
-def _batch(workspace: Path, input: str, out: str | None, checkpoint: str | None,
+def _batch(workspace: Path, input: str, out: str | None, force: bool, checkpoint: str | None,
            model: str | None, decoding, batch_size: int) -> None:
     from rich.progress import Progress
 
     from vilactl.base import atomic
     from vilactl.pipeline.cli.context import err_console
+    from vilactl.pipeline.cli.output import write_stdout
     from vilactl.pipeline.jobs import generate as job
-    from vilactl.pipeline.jobs.out_paths import check_file
+    from vilactl.pipeline.jobs.out_paths import check_file, write_errors
 
     rows = job.read_input(input)
-    target = check_file(workspace, out, "--out", inputs=(Path(input),)) if out else None
+    target = check_file(workspace, out, "--out", inputs=(Path(input),), force=force) \
+        if out else None
     gen = job.load_generator(workspace, checkpoint, model)
     with Progress(console=err_console, transient=True) as bar:
         task = bar.add_task("answering", total=len(rows))
@@ -94,8 +96,9 @@ def _batch(workspace: Path, input: str, out: str | None, checkpoint: str | None,
                                   progress=lambda n: bar.advance(task, n))
     text = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
     if target is None:
-        sys.stdout.write(text)
+        write_stdout(text.encode("utf-8"))
         return
-    atomic.write_text(target, text)
+    with write_errors(target):
+        atomic.write_text(target, text)
     err_console.print(f"{len(answers)} answers written to {target}", markup=False,
                       highlight=False)

@@ -179,8 +179,29 @@ def _losses(runs: list[dict]) -> str:
     return _plot(draw, height=3.6)
 
 
-def build(workspace: Path, out: Path | None = None) -> Path:
-    out = out or workspace / "report.html"
+HEAD = "<!doctype html><html><head><meta charset='utf-8'><title>vilactl report</title>"
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` is a report vilactl wrote (it begins with the report's own head)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HEAD)) == HEAD.encode()
+    except OSError:
+        return False
+
+
+def build(workspace: Path, out: Path | None = None, force: bool = False) -> Path:
+    """Write the report to `out` (checked by out_paths.check_file: never onto the catalog or
+    what it records, an existing file only with `force`). The default
+    `<workspace>/report.html` is replaced without `force` while it is vilactl's own report."""
+    from vilactl.pipeline.jobs.out_paths import check_file, write_errors
+
+    default = Path(workspace) / "report.html"
+    out = Path(out or default)
+    if db.catalog_path(workspace).exists():          # else db.reader says "no catalog here"
+        mine = out.resolve() == default.resolve() and _ours(out)
+        out = check_file(Path(workspace), out, "--out", force=force or mine)
     with db.reader(workspace) as con:
         sections = [
             ("Datasets", _table(report_data.datasets(con))),
@@ -193,9 +214,9 @@ def build(workspace: Path, out: Path | None = None) -> Path:
             ("Evaluation", _table(report_data.evals(con))),
         ]
     body = "".join(f"<h2>{html.escape(t)}</h2>{s}" for t, s in sections)
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vilactl report</title>"
-            f"<style>{CSS}</style><script>{SCRIPT}</script></head><body>"
+    page = (f"{HEAD}<style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             f"<h1>vilactl report</h1><p class='muted'>{html.escape(str(workspace.resolve()))}"
             f" · {datetime.now():%Y-%m-%d %H:%M}</p>{body}</body></html>")
-    atomic.write_text(out, page)
+    with write_errors(out):
+        atomic.write_text(out, page)
     return out
