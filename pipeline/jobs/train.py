@@ -72,7 +72,7 @@ def _parent(workspace: Path, req: TrainRequest, cfg, model, console: Console | N
     if stage.parent is None:
         return None
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    misfits = []
+    misfits, why = [], None
     for row in final_checkpoints(workspace, stage.parent):
         problem = checkpoint.shape_problem(Path(row["path"]), want, lora_names=True)
         if problem is None:
@@ -82,15 +82,16 @@ def _parent(workspace: Path, req: TrainRequest, cfg, model, console: Console | N
                 console.print(f"starting from [bold]{row['id']}[/bold] (the newest "
                               f"{stage.parent} checkpoint of this model shape{skipped})")
             return row
-        misfits.append(f"{row['id']} ({problem})" if not misfits else row["id"])
+        misfits.append(row["id"])
+        why = why or problem
     if not misfits:
         raise NoParent(f"stage {req.stage} starts from a {stage.parent} checkpoint and the "
                        f"catalog has none: run `vilactl train --stage {stage.parent}` first "
                        "(or pass --parents)")
     raise NoParent(f"stage {req.stage} starts from a {stage.parent} checkpoint of the model "
-                   f"shape of {cfg.source} and the catalog has none ({'; '.join(misfits[:3])}):"
-                   f" train one with `vilactl train --stage {stage.parent} --config "
-                   f"{cfg.source} --name NAME`, or pass --init")
+                   f"shape of {cfg.source} and the catalog has none ({_few(misfits)}: another "
+                   f"shape; {misfits[0]}: {why}): train one with `vilactl train --stage "
+                   f"{stage.parent} --config {cfg.source} --name NAME`, or pass --init")
 
 
 def final_checkpoints(workspace: Path, stage: str) -> list[dict]:
