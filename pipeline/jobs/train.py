@@ -247,8 +247,11 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
             "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
             "micro_batch_size": layout.micro_batch_size, "max_length": layout.max_length,
             "strategy": cfg.train.strategy}
-    with jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
-                  target=f"checkpoints/{req.out_name}", record=d.main) as job:
+    # SIGTERM/SIGINT from here on: noted, acted on at the next step boundary; still noted
+    # while the stopped run is recorded (torchrun's agent signals the ranks again then)
+    with StopSignals() as stop, jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
+                                         target=f"checkpoints/{req.out_name}",
+                                         record=d.main) as job:
         if d.main:
             check_name(workspace, req, out)     # again, under the run's lock
         resume_from = _resume(workspace, req, out, cfg, scfg, layout, model, d, console)
@@ -257,11 +260,10 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
                 "parent": parent and parent["id"],
                 "tokenizer": str(train_setup.tokenizer_path(workspace, cfg))}
-        with StopSignals() as stop:      # SIGTERM/SIGINT: stop at the next step boundary
-            summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
-                                 _loop_args(cfg, scfg.lr, steps, layout), d, out, resume_from,
-                                 _on_save(workspace, req, job.run, out, blend, parent), meta,
-                                 lambda rec: _log(console, rec), stop)
+        summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
+                             _loop_args(cfg, scfg.lr, steps, layout), d, out, resume_from,
+                             _on_save(workspace, req, job.run, out, blend, parent), meta,
+                             lambda rec: _log(console, rec), stop)
         if "stopped_at" in summary:
             raise _stopped(stop.signum, req.out_name, summary, steps)
         summary.update(skipped={**stream.skipped,
