@@ -286,3 +286,42 @@ def test_weights_follow_the_umask(tmp_path, umask, mode):
                    preexec_fn=lambda: os.umask(umask))
     for name in ("w.safetensors", "c.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == mode
+
+
+def test_the_loop_stops_at_a_step_boundary_and_resumes_to_the_same_weights(tmp_path):
+    """In-process, a tiny VLM: a stop request noted during step 2 ends the loop after step 2
+    with step 2's checkpoint; resuming from it gives the uninterrupted run's weights."""
+    from test_train_dist import _tiny_batches
+    from test_train_model import tiny_vlm
+
+    from vilactl.train import distributed
+    from vilactl.train.loop import LoopArgs, StopSignals, train_loop
+    from vilactl.train.stages import STAGES, apply_freeze
+
+    d = distributed.Dist()
+
+    def run(out, stop=None, resume_from=None, stop_at=None):
+        model = tiny_vlm("mlp_downsample").train()
+        apply_freeze(model, STAGES["pretrain"])
+        batches = _tiny_batches(model)
+        if resume_from is not None:
+            from vilactl.train import checkpoint
+
+            checkpoint.load_model(resume_from, model)
+
+        def log(rec):
+            if stop is not None and rec["step"] == stop_at:
+                stop.signum = signal.SIGTERM           # as the signal handler notes it
+        args = LoopArgs(steps=5, lr=1e-2, log_every=1)
+        summary = train_loop(distributed.wrap(model, d), lambda pos: iter(batches[pos:] * 2),
+                             args, d, out, resume_from, log=log, stop=stop)
+        return summary, model
+
+    whole, ref = run(tmp_path / "whole")
+    stop = StopSignals()
+    summary, _ = run(tmp_path / "cut", stop=stop, stop_at=2)
+    assert (summary["stopped_at"], summary["saved_step"]) == (2, 2)
+    assert sorted(p.name for p in (tmp_path / "cut").glob("step-*")) == ["step-000002"]
+    _, resumed = run(tmp_path / "cut", resume_from=tmp_path / "cut" / "step-000002")
+    a, b = ref.state_dict(), resumed.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
