@@ -23,13 +23,23 @@ demo: install
 
 # The three training stages with the debug config on the demo blends (`vilactl demo` first
 # builds the blends and the demo CLIP if the workspace has none). Stages run in order:
-# `--parents` trains the earlier ones first when the catalog has no checkpoint of them.
-# CONFIG=vila-7b for the real recipe; BLEND=name to train the stage on another blend.
+# `--parents` starts from the newest checkpoint of the earlier stage that fits the config's
+# model shape, and trains the earlier stage first when the catalog has none.
+# CONFIG=vila-7b for the real recipe; BLEND=name to train the stage on another blend;
+# INIT=id to start from that checkpoint. Runs are named like datasets: NAME (default: the
+# stage, or <stage>-<blend> with BLEND) is refused when its checkpoints exist — after
+# `make demo`, `make pretrain` says so; `make pretrain NAME=pretrain2` trains another run,
+# REPLACE=1 trains the name again (refused while a later stage, eval or export uses it).
 CONFIG ?= debug
 BLEND ?=
+INIT ?=
+NAME ?=
+REPLACE ?=
 projector pretrain sft: install
 	test -f workspace/blends/blend_$@/manifest.json || $(BIN)/vilactl demo --until blends
-	$(BIN)/vilactl train --stage $@ --config $(CONFIG) --parents $(if $(BLEND),--blend $(BLEND))
+	$(BIN)/vilactl train --stage $@ --config $(CONFIG) --parents $(if $(BLEND),--blend $(BLEND)) \
+		--name $(or $(NAME),$@$(if $(BLEND),-$(BLEND))) $(if $(INIT),--init $(INIT)) \
+		$(if $(REPLACE),--replace)
 
 ablate: install
 	ls workspace/checkpoints/projector/step-*/model.safetensors >/dev/null 2>&1 || \

@@ -93,6 +93,21 @@ def stale_temps(dest: str | Path) -> list[Path]:
     return sorted(dest.parent.glob(f".{dest.name}~*.tmp")) if dest.parent.is_dir() else []
 
 
+def shared_mode(path: str | Path) -> None:
+    """The umask's normal permissions on a file a library wrote 0600 (safetensors does):
+    weights are shared data like the JSON beside them (an eval job of another user reads
+    them)."""
+    os.chmod(path, 0o666 & ~_UMASK)
+
+
+def save_tensors(tensors: dict, dest: str | Path) -> None:
+    """safetensors' save_file, with the file's permissions following the umask."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(dest))
+    shared_mode(dest)
+
+
 def write_bytes(dest: str | Path, data: bytes) -> None:
     with atomic_path(dest) as tmp:
         tmp.write_bytes(data)

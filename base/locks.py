@@ -65,3 +65,23 @@ def _acquire(fd: int, what: str, wait_s: float) -> None:
                     f"{wait_s:.0f} s — retry when it finishes (VILACTL_LOCK_WAIT sets the "
                     "wait)") from None
             time.sleep(0.1)
+
+
+def held(workspace: str | Path, key: str) -> bool:
+    """Whether some process (this one included) holds the lock for `key` now. A lock file
+    that cannot be opened for another reason counts as held: never call a live run dead."""
+    try:
+        fd = os.open(_file(Path(workspace), key), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return True
+    finally:
+        os.close(fd)          # closing the descriptor releases a lock taken just now
+    return False

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import duckdb
 
+from vilactl.base import locks
 from vilactl.base.errors import VilactlError
 from vilactl.base.locks import lock_wait
 from vilactl.catalog.schema import MIGRATIONS, SCHEMA_VERSION
@@ -114,6 +115,7 @@ def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         _check_version(path, _version(con))
         migrate(con, path)
+        mark_dead_runs(con, Path(workspace))
         con.execute("BEGIN TRANSACTION")
         try:
             yield con
@@ -123,6 +125,26 @@ def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
             raise
     finally:
         con.close()
+
+
+def mark_dead_runs(con: duckdb.DuckDBPyConnection, workspace: Path) -> int:
+    """Runs left `running` by a process that died (SIGKILL, the OOM killer, a torchrun whose
+    rendezvous timed out) become `incomplete`. Every job holds its output's lock from before
+    its `running` row is written until after its last status is (catalog/jobs.py; torchrun's
+    other ranks record nothing), and the kernel drops a dead holder's lock: a `running` row
+    whose target lock is free has no live process. Returns how many were marked."""
+    rows = con.sql("SELECT id, target FROM runs WHERE status = 'running' AND "
+                   "target IS NOT NULL").fetchall()
+    dead = [run_id for run_id, target in rows if not locks.held(workspace, target)]
+    if dead:
+        from datetime import datetime, timezone
+
+        con.execute("UPDATE runs SET status = 'incomplete', finished_at = ?, "
+                    "error = ? WHERE list_contains(?, id)",
+                    [datetime.now(timezone.utc).replace(tzinfo=None),
+                     "its process ended before the run finished (found when the catalog was "
+                     "next written)", dead])
+    return len(dead)
 
 
 @contextlib.contextmanager

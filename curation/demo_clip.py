@@ -29,7 +29,6 @@ def train_demo_clip(out_dir: Path, seed: int = 0, steps: int = 200, pairs: int =
     import open_clip
     import torch
     from PIL import Image
-    from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     model, preprocess, tokenizer, _ = ScorerSpec(DEMO_CLIP).build("cpu")
@@ -56,7 +55,7 @@ def train_demo_clip(out_dir: Path, seed: int = 0, steps: int = 200, pairs: int =
     out_dir = Path(out_dir)
     weights = out_dir / WEIGHTS_FILE
     with atomic.atomic_path(weights) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
+        atomic.save_tensors({k: v.contiguous() for k, v in model.state_dict().items()}, tmp)
     meta = {"model": DEMO_CLIP, "config": DEMO_CLIP_CONFIG, "weights": str(weights),
             "weights_sha256": weights_sha256(model), "seed": seed, "steps": steps,
             "pairs": pairs, "batch_size": batch_size, "final_loss": round(loss, 4)}

@@ -130,7 +130,7 @@ def test_bad_input_one_line(ws, tmp_path):
         (["--stage", "finetune"], "--stage must be one of projector, pretrain, sft"),
     ]
     for extra, message in cases:
-        args = ["train", "--stage", "pretrain", "--steps", "1", *extra]
+        args = ["train", "--stage", "pretrain", "--steps", "1", "--name", "bad", *extra]
         if "--stage" in extra:
             args = ["train", "--steps", "1", *extra]
         proc = run_cli(*args, workspace=ws)

@@ -77,6 +77,31 @@ def test_wrong_value_types_are_one_line(sections, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("stages: {pretrain: {lr: -0.5}}", "stages.pretrain.lr must be a number > 0, got -0.5"),
+    ("stages: {pretrain: {lr: .nan}}", "stages.pretrain.lr must be a finite number, got nan"),
+    ("stages: {sft: {lr: 1e400}}", "stages.sft.lr must be a finite number, got inf"),
+    ("train: {weight_decay: -1.0e-2}", "train.weight_decay must be a number ≥ 0"),
+    ("train: {warmup_ratio: 2}", "train.warmup_ratio must be a number in [0, 1], got 2"),
+    ("train: {max_grad_norm: 0}", "train.max_grad_norm must be a number > 0, got 0"),
+    ("train: {max_grad_norm: -.inf}", "train.max_grad_norm must be a finite number"),
+    ("train: {betas: [0.9, .nan]}", "train.betas must be a list of finite numbers"),
+    ("train: {seed: 99999999999999999999}", "train.seed must be an integer within int64"),
+    ("train: {seed: -1}", "train.seed must be a number ≥ 0, got -1"),
+    ("train: {save_every: -2}", "train.save_every must be a number ≥ 0"),
+    ("train: {micro_batch_size: 100000000000000000000}", "an integer within int64"),
+    ("stages: {sft: {steps: -3}}", "stages.sft.steps must be a positive integer, got -3"),
+    ("stages: {sft: {lora: -8}}", "stages.sft.lora must be a number ≥ 0, got -8"),
+])
+def test_numbers_out_of_range_name_the_file_and_field(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {llm_config: {model_type: llama}}\n" + text + "\n")
+    with pytest.raises(VilactlError) as e:
+        config.load(path)
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value), str(e.value)
+    assert "\n" not in str(e.value)
+
+
 def test_yaml_exponent_without_dot_is_a_number(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({**BASE, "stages": {"sft": {"lr": "1e-3"}}}))

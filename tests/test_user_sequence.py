@@ -26,11 +26,13 @@ def small_config(path: Path) -> Path:
 
 
 def make_pretrain_command(config: Path, blend: str) -> list[str]:
-    """What `make pretrain CONFIG=… BLEND=…` runs (checked against the Makefile's recipe)."""
+    """What `make pretrain CONFIG=… BLEND=…` runs (checked against the Makefile's recipe): the
+    run is named `pretrain-<blend>`."""
     recipe = (REPO / "Makefile").read_text()
     assert "vilactl train --stage $@ --config $(CONFIG) --parents" in recipe
+    assert "--name $(or $(NAME),$@$(if $(BLEND),-$(BLEND)))" in recipe
     return ["train", "--stage", "pretrain", "--config", str(config), "--parents",
-            "--blend", blend]
+            "--blend", blend, "--name", f"pretrain-{blend}"]
 
 
 def test_curate_blend_pretrain_as_a_user_types_them(demo_ws, tmp_path):
@@ -54,10 +56,10 @@ def test_curate_blend_pretrain_as_a_user_types_them(demo_ws, tmp_path):
     rows = sql(ws, "SELECT id, stage, path, blend, parent FROM checkpoints WHERE stage <> 'clip' "
                    "ORDER BY created_at")
     assert [(r["id"], r["blend"], r["parent"]) for r in rows] == [
-        ("projector@2", "blend_projector", None), ("pretrain@2", name, "projector@2")]
+        ("projector@2", "blend_projector", None), (f"pretrain-{name}@2", name, "projector@2")]
     for r in rows:
         assert Path(r["path"]).is_absolute() and (Path(r["path"]) / "model.safetensors").exists()
-    assert f"checkpoint pretrain@2 at {rows[1]['path']}" in out.stdout.replace("\n", "")
+    assert f"checkpoint pretrain-{name}@2 at {rows[1]['path']}" in out.stdout.replace("\n", "")
 
 
 def test_a_relative_workspace_works_from_any_directory(demo_ws, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
@@ -81,16 +81,16 @@ def save(folder: Path, root: torch.nn.Module, optimizer=None, scheduler=None,
     with atomic.atomic_dir(folder) as tmp:
         # tied or shared tensors are stored once per name (contiguous clones), as safetensors
         # wants
-        save_file({k: v.detach().contiguous().cpu().clone() for k, v in model.items()},
-                  str(tmp / "model.safetensors"))
+        atomic.save_tensors({k: v.detach().contiguous().cpu().clone()
+                             for k, v in model.items()}, tmp / "model.safetensors")
         if optimizer is not None:
             tensors, rest = _optimizer_parts(osd)
-            save_file(tensors, str(tmp / "optimizer.safetensors"))
+            atomic.save_tensors(tensors, tmp / "optimizer.safetensors")
             (tmp / "optimizer.json").write_text(json.dumps(rest))
             rng = {"cpu": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-            save_file(rng, str(tmp / "rng.safetensors"))
+            atomic.save_tensors(rng, tmp / "rng.safetensors")
         full = dict(state or {})
         if scheduler is not None:
             full["scheduler"] = {k: v for k, v in scheduler.state_dict().items()
@@ -107,22 +107,41 @@ def check_present(folder: Path, *files: str) -> None:
             raise VilactlError(f"checkpoint {folder}: {name} is missing (moved or deleted?)")
 
 
-def check_shapes(folder: Path, model: torch.nn.Module) -> None:
-    """One clear line if the checkpoint was saved from a model of another shape."""
-    check_present(folder)
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+def _header_shapes(folder: Path, lora_names: bool) -> dict[str, tuple]:
+    """Tensor shapes from model.safetensors' header (no tensor is read). With `lora_names`, a
+    LoRA run's names are mapped to the plain model's (adapters left out: they merge away)."""
     with safe_open(str(folder / "model.safetensors"), "pt") as f:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    missing = sorted(set(want) - set(have))
+    if lora_names:
+        have = {k.replace("base_model.model.", "", 1).replace(".base_layer", ""): v
+                for k, v in have.items() if "lora_" not in k}
+    return have
+
+
+def shape_problem(folder: Path, want: dict[str, tuple], lora_names: bool = False) -> str | None:
+    """What makes the checkpoint unfit for a model with tensor shapes `want`, or None."""
+    if not (Path(folder) / "model.safetensors").is_file():
+        return f"{Path(folder) / 'model.safetensors'} is missing"
+    have = _header_shapes(Path(folder), lora_names)
     diff = [k for k in sorted(set(want) & set(have)) if want[k] != have[k]]
     if diff:
         k = diff[0]
-        raise VilactlError(f"checkpoint {folder} is from another model shape: {k} is "
-                           f"{list(have[k])} there, {list(want[k])} here "
-                           f"({len(diff)} tensor(s) differ)")
+        return (f"{k} is {list(have[k])} there, {list(want[k])} here ({len(diff)} tensor(s) "
+                "differ)")
+    missing = sorted(set(want) - set(have))
     if missing:
-        raise VilactlError(f"checkpoint {folder} is from another model: {len(missing)} "
-                           f"tensor(s) missing, e.g. {missing[0]}")
+        return f"{len(missing)} tensor(s) missing, e.g. {missing[0]}"
+    return None
+
+
+def check_shapes(folder: Path, model: torch.nn.Module) -> None:
+    """One clear line if the checkpoint was saved from a model of another shape."""
+    check_present(folder)
+    problem = shape_problem(folder, {k: tuple(v.shape) for k, v in model.state_dict().items()})
+    if problem and "missing, e.g." in problem:
+        raise VilactlError(f"checkpoint {folder} is from another model: {problem}")
+    if problem:
+        raise VilactlError(f"checkpoint {folder} is from another model shape: {problem}")
 
 
 def load_model(folder: Path, model: torch.nn.Module) -> None:

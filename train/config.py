@@ -9,6 +9,7 @@ overrides them per stage, including the batch layout: `global_batch`, `micro_bat
 """
 from __future__ import annotations
 
+import math
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -71,6 +72,11 @@ class StageCfg:
 DEFAULT_LR = {"projector": 1e-3, "pretrain": 5e-5, "sft": 2e-5}
 POSITIVE = {"max_length", "buffer", "micro_batch_size", "grad_accum", "global_batch", "steps",
             "log_every"}
+# numbers with a range beyond their type (every float must be finite, every integer fit int64)
+RANGES = {"lr": (0, None, "> 0"), "weight_decay": (0, None, "≥ 0"),
+          "warmup_ratio": (0, 1, "in [0, 1]"), "max_grad_norm": (0, None, "> 0"),
+          "save_every": (0, None, "≥ 0"), "seed": (0, None, "≥ 0"), "lora": (0, None, "≥ 0")}
+INT64 = 2 ** 63 - 1
 
 
 @dataclass
@@ -164,12 +170,31 @@ def _section(cls, raw, where: str, src: str):
     hints = typing.get_type_hints(cls)
     raw = _coerce(raw, hints)
     for k, v in raw.items():
-        problem = _type_problem(v, hints[k])
-        if problem is None and k in POSITIVE and v is not None and v < 1:
-            problem = "a positive integer"
+        problem = _type_problem(v, hints[k]) or _range_problem(k, v)
         if problem:
             raise VilactlError(f"{src}: {where}.{k} must be {problem}, got {v!r}")
     return cls(**raw)
+
+
+def _range_problem(key: str, value) -> str | None:
+    """What is wrong with a well-typed value's range, or None (lists: each item)."""
+    if isinstance(value, list):
+        bad = next((p for v in value if (p := _range_problem("", v))), None)
+        return bad and f"a list of {bad.removeprefix('a ')}s"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return "a finite number"
+    if isinstance(value, int) and abs(value) > INT64:
+        return "an integer within int64"
+    if key in POSITIVE and value < 1:
+        return "a positive integer"
+    lo, hi, rule = RANGES.get(key, (None, None, ""))
+    strict = rule.startswith(">")
+    if (lo is not None and (value <= lo if strict else value < lo)) or \
+            (hi is not None and value > hi):
+        return f"a number {rule}"
+    return None
 
 
 def load(path: str | Path | None = None) -> TrainConfig:

@@ -75,6 +75,16 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
+def _worker_init(_: int) -> None:
+    """Workers leave SIGTERM and SIGINT to the training process, which stops at a step
+    boundary and then closes them (a signal sent to the whole process group would otherwise
+    kill a worker mid-batch and fail the step the checkpoint is saved after)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def rank_batches(plans: Callable[[], Iterator[Plan]], decoder: Decoder, start: int, rank: int,
                  world: int, workers: int) -> Iterator[Batch]:
     """This rank's decoded micro-batches from stream position `start`, forever."""
@@ -86,6 +96,7 @@ def rank_batches(plans: Callable[[], Iterator[Plan]], decoder: Decoder, start: i
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     loader = DataLoader(decoder, batch_size=None, sampler=RankPlans(plans, start, rank, world),
                         num_workers=workers, collate_fn=_identity,
+                        worker_init_fn=_worker_init if workers else None,
                         prefetch_factor=2 if workers else None)
     it = iter(loader)
     try:

@@ -13,11 +13,18 @@ differ only in the order of float sums.
 Resume continues at the micro-batch position saved in the checkpoint (state.json "batches"),
 and refuses a checkpoint whose batch layout (world size, accumulation, micro batch, length)
 differs from the run's: the position and the step size would silently mean other data.
+
+A stop request (SIGTERM — how Slurm and Kubernetes preempt — or SIGINT, noted by `StopSignals`)
+takes effect at the next step boundary: the flag rides in the all_reduce every step already
+makes (no extra collective), so every rank stops after the same step, the checkpoint of that
+step is saved (a collective) and recorded, and `--resume` loses nothing.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from vilactl.base.errors import VilactlError
+from vilactl.base.errors import Stopped, VilactlError
 from vilactl.train import checkpoint
 from vilactl.train.distributed import Dist, Parallel, clip_grad_norm
 from vilactl.train.model import token_losses
@@ -49,6 +56,32 @@ class LoopArgs:
     log_every: int = 10
     save_every: int = 0
     betas: tuple[float, float] = (0.9, 0.999)   # HF Trainer's AdamW defaults, which VILA uses
+
+
+class StopSignals:
+    """While active, SIGTERM and SIGINT only note a stop request (`signum`); the loop acts on it
+    at the next step boundary. A second signal stops at once (the usual double Ctrl-C)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = 0
+        self._old: dict = {}
+
+    def _note(self, signum, _frame) -> None:
+        if self.signum:
+            raise Stopped(signum, f"stopped by a second {signal.Signals(signum).name} before "
+                                  "the checkpoint was written")
+        self.signum = signum
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._note) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, old in self._old.items():
+            signal.signal(s, old)
 
 
 def optimizer_for(model: torch.nn.Module, args: LoopArgs):
@@ -100,9 +133,12 @@ def _resume(par: Parallel, opt, sched, args: LoopArgs, d: Dist, out: Path,
 def train_loop(par: Parallel, data: Callable[[int], Iterator[Batch]], args: LoopArgs, d: Dist,
                out: Path, resume_from: Path | None = None,
                on_save: Callable[[int, Path, dict], None] | None = None,
-               meta: dict | None = None, log: Callable[[dict], None] | None = None) -> dict:
+               meta: dict | None = None, log: Callable[[dict], None] | None = None,
+               stop: StopSignals | None = None) -> dict:
     """Train `args.steps` optimizer steps on `data(position)` (this rank's micro-batches from
-    stream position `position`); returns summary metrics."""
+    stream position `position`); returns summary metrics. On a stop request (`stop`) the loop
+    ends at the next step boundary with that step's checkpoint saved; the summary then holds
+    `stopped_at` (the steps done) and `saved_step`."""
     params = [p for p in par.model.parameters() if p.requires_grad]
     opt, sched = optimizer_for(par.model, args)
     start = position = 0
@@ -111,13 +147,19 @@ def train_loop(par: Parallel, data: Callable[[int], Iterator[Batch]], args: Loop
     batches = data(position)
     writer = _tensorboard(out) if d.main else None
     history, counts, t_run = [], Counter(), time.perf_counter()
+    saved, stopped_at = start if resume_from is not None else None, None
     for step in range(start, args.steps):
         t0 = time.perf_counter()
         mine = [next(batches) for _ in range(args.grad_accum)]
         wait = time.perf_counter() - t0
-        target, real, total = d.all_sum(sum(b.target_tokens for b in mine),
-                                        sum(b.real_tokens for b in mine),
-                                        sum(b.tokens for b in mine))
+        # the stop flag rides in the step's all_reduce: every rank stops after the same step
+        target, real, total, stopping = d.all_sum(sum(b.target_tokens for b in mine),
+                                                  sum(b.real_tokens for b in mine),
+                                                  sum(b.tokens for b in mine),
+                                                  float(bool(stop and stop.signum)))
+        if stopping:
+            stopped_at = step
+            break
         if not target:
             raise VilactlError(f"step {step + 1}: no trained token in the global batch (every "
                                "sample dropped: undecodable images?)")
@@ -145,9 +187,15 @@ def train_loop(par: Parallel, data: Callable[[int], Iterator[Batch]], args: Loop
                 log(rec)
         if last or (args.save_every and (step + 1) % args.save_every == 0):
             _save(par, opt, sched, args, d, out, rec, position, meta, on_save, last)
+            saved = step + 1
+    if stopped_at is not None and history and saved != stopped_at:
+        _save(par, opt, sched, args, d, out, history[-1], position, meta, on_save, False)
+        saved = stopped_at
     if writer:
         writer.close()
     summary = _summary(history, time.perf_counter() - t_run)
+    if stopped_at is not None:
+        summary.update(stopped_at=stopped_at, saved_step=saved)
     summary["images_decoded"] = d.all_gather(counts["images_decoded"])     # per rank
     summary["undecodable_image"] = int(d.all_sum(counts["undecodable_image"])[0])
     return summary

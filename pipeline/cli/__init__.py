@@ -17,7 +17,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from vilactl.base.errors import VilactlError
+from vilactl.base.errors import Stopped, VilactlError
 from vilactl.catalog import db
 from vilactl.pipeline.cli import output
 from vilactl.pipeline.cli.blend import blend as blend_cmd
@@ -237,19 +237,46 @@ def mirror_serve(
 _WRITE_FAULTS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.EROFS}
 
 
+def _on_sigterm(signum, _frame) -> None:
+    """SIGTERM (Slurm's and Kubernetes' preemption) takes Ctrl-C's path: every job's cleanup
+    runs (temp removed, run marked failed), then one line and exit 143."""
+    raise Stopped(signum)
+
+
+def _stop_in(e: BaseException) -> Stopped | None:
+    """The Stopped behind an exit: typer turns any KeyboardInterrupt into a silent exit 130."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Stopped):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def main() -> None:
+    import signal
+
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    signal.signal(signal.SIGTERM, _on_sigterm)
     with output.stdout_flushed(err_console):      # a full stdout is an error, at the end too
         _run()
 
 
 def _run() -> None:
     try:
-        app()
-    except SystemExit as e:
-        if e.code == 130:           # typer turns Ctrl-C into a silent exit 130
-            err_console.print("interrupted")
-        raise
+        try:
+            app()
+        except SystemExit as e:
+            stop = _stop_in(e) if e.code == 130 else None
+            if stop is None:
+                if e.code == 130:   # typer turns Ctrl-C into a silent exit 130
+                    err_console.print("interrupted")
+                raise
+            raise stop from None
+    except Stopped as e:          # SIGTERM, or a train run stopped at a step boundary
+        err_console.print(escape(str(e)), highlight=False, soft_wrap=True)
+        sys.exit(128 + e.signum)
     except VilactlError as e:
         err_console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(1)

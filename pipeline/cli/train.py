@@ -16,7 +16,8 @@ def train(
     steps: int | None = typer.Option(None, help="Optimizer steps (default from the config)."),
     lora: int | None = typer.Option(None, help="LoRA rank for the LLM (0 = full weights)."),
     init: str | None = typer.Option(None, help="Start from this catalog checkpoint instead of "
-                                               "the previous stage's newest."),
+                                               "the previous stage's newest one of this "
+                                               "model shape."),
     name: str | None = typer.Option(None, help="Run name: checkpoints/<name>/ and catalog ids "
                                                "<name>@<step> (default: the stage)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint "
@@ -24,8 +25,12 @@ def train(
     parents: bool = typer.Option(False, "--parents", help="Stages run in order (projector → "
                                                           "pretrain → sft): first train the "
                                                           "earlier ones the catalog has no "
-                                                          "checkpoint of (what `make pretrain` "
-                                                          "does)."),
+                                                          "checkpoint of this model shape of "
+                                                          "(what `make pretrain` does)."),
+    replace: bool = typer.Option(False, "--replace", help="Train a run name again whose "
+                                                          "checkpoints exist (refused while a "
+                                                          "later stage, an eval or an export "
+                                                          "was made from them)."),
 ) -> None:
     """Train one stage of the VILA recipe (also under `torchrun --nproc_per_node N -m
     vilactl.pipeline.cli train …`). Freeze policy and trainable parameters are printed; loss,
@@ -35,7 +40,8 @@ def train(
     from vilactl.pipeline.jobs.train import train as run
 
     req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
-                       init=init, name=name, resume=resume, parents=parents)
+                       init=init, name=name, resume=resume, parents=parents,
+                       replace=replace)
     from vilactl.train.distributed import teardown
 
     try:

@@ -69,9 +69,11 @@ def _runs(workspace: Path, console: Console, images: int, projector: str, pretra
         console.rule(f"ablation {key}: {images} images")
         train(workspace, TrainRequest("pretrain", config=config, blend=name,
                                       steps=pretrain_steps, init=projector,
-                                      name=f"{name}-pretrain"), console)
+                                      name=f"{name}-pretrain", replace=True,
+                                      replace_dependents=True), console)
         train(workspace, TrainRequest("sft", config=config, steps=sft_steps,
-                                      init=f"{name}-pretrain", name=f"{name}-sft"), console)
+                                      init=f"{name}-pretrain", name=f"{name}-sft",
+                                      replace=True, replace_dependents=True), console)
         res = evaluate(workspace, EvalRequest(checkpoint=f"{name}-sft"), Console(quiet=True))
         got = {(r["dataset"], r["metric"], r["shots"]): r["value"] for r in res}
         rows.append({"pretraining": key, **{f"{d}:{m}:{k}": got.get((d, m, k))

@@ -9,7 +9,10 @@ TINY_STEPS = 6
 
 def _stage(ctx, stage: str) -> dict:
     steps = TINY_STEPS if ctx.size == "tiny" else None
-    s = train(ctx.workspace, TrainRequest(stage=stage, steps=steps), ctx.console)
+    # a demo step runs when it has not finished (or with --force): it (re)makes the demo's own
+    # chain of checkpoints, the later stages and the eval after it
+    s = train(ctx.workspace, TrainRequest(stage=stage, steps=steps, replace=True,
+                                          replace_dependents=True), ctx.console)
     return {"loss": f"{s['first_loss']:.3f}->{s['final_loss']:.3f}",
             "loss_drop": round(s["loss_drop"], 3), "tok_per_s": round(s["tokens_per_s"]),
             "padding": round(s["padding_share"], 4)}

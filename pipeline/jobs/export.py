@@ -155,11 +155,9 @@ def _write(out: Path, model, tok, meta, lin, source, folder, row, req, job, swap
 def _shared(folder: Path) -> None:
     """The umask's normal permissions on every file (safetensors writes 0600): an export is
     shared data, like every vilactl output."""
-    umask = os.umask(0)
-    os.umask(umask)
     for p in folder.rglob("*"):
         if p.is_file():
-            os.chmod(p, 0o666 & ~umask)
+            atomic.shared_mode(p)
 
 
 def _report(console: Console, rec: dict) -> None:

@@ -10,6 +10,7 @@ same layout only.
 """
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from rich.console import Console
 
 from vilactl.base import atomic
-from vilactl.base.errors import VilactlError
+from vilactl.base.errors import Stopped, VilactlError
 from vilactl.base.paths import contained, output_dir
 from vilactl.catalog import db, jobs
 from vilactl.catalog.rows import (
@@ -28,7 +29,7 @@ from vilactl.catalog.rows import (
 )
 from vilactl.pipeline.jobs import train_setup
 from vilactl.train import checkpoint, config, distributed
-from vilactl.train.loop import LoopArgs, check_layout, layout_record, train_loop
+from vilactl.train.loop import LoopArgs, StopSignals, check_layout, layout_record, train_loop
 from vilactl.train.stages import STAGES, add_lora, apply_freeze, describe
 
 
@@ -42,27 +43,67 @@ class TrainRequest:
     init: str | None = None            # checkpoint to start from instead of the parent stage's
     name: str | None = None            # run name (checkpoint folder); default: the stage
     resume: bool = False
-    parents: bool = False              # train earlier stages first when they have no checkpoint
+    parents: bool = False              # train earlier stages first when none fits
+    replace: bool = False              # train a run name again whose checkpoints exist
+    replace_dependents: bool = False   # (demo --force, ablate: they redo the whole chain)
 
     @property
     def out_name(self) -> str:
         return self.name or self.stage
 
 
-def _parent(workspace: Path, req: TrainRequest) -> dict | None:
+class NoParent(VilactlError):
+    """No checkpoint of the parent stage fits the model being trained."""
+
+
+def _parent(workspace: Path, req: TrainRequest, cfg, model, console: Console | None
+            ) -> dict | None:
+    """The checkpoint this stage starts from: `--init`'s, or the newest final checkpoint of
+    the parent stage whose tensors have this model's shapes (vision tower, LLM dimensions,
+    projector type), announced with the ones skipped."""
     stage = STAGES[req.stage]
     if req.init:
         row = find_checkpoint(workspace, req.init)
         if row is None:
             raise VilactlError(f"--init {req.init!r}: no such checkpoint in the catalog")
+        if console:
+            console.print(f"starting from [bold]{row['id']}[/bold] (--init)")
         return row
     if stage.parent is None:
         return None
-    row = find_checkpoint(workspace, stage=stage.parent)
-    if row is None:
-        raise VilactlError(f"stage {req.stage} starts from a {stage.parent} checkpoint and the "
-                           f"catalog has none: run `vilactl train --stage {stage.parent}` first")
-    return row
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    misfits, why = [], None
+    for row in final_checkpoints(workspace, stage.parent):
+        problem = checkpoint.shape_problem(Path(row["path"]), want, lora_names=True)
+        if problem is None:
+            if console:
+                skipped = f"; skipped {', '.join(misfits)}: another model shape" if misfits \
+                    else ""
+                console.print(f"starting from [bold]{row['id']}[/bold] (the newest "
+                              f"{stage.parent} checkpoint of this model shape{skipped})")
+            return row
+        misfits.append(row["id"])
+        why = why or problem
+    if not misfits:
+        raise NoParent(f"stage {req.stage} starts from a {stage.parent} checkpoint and the "
+                       f"catalog has none: run `vilactl train --stage {stage.parent}` first "
+                       "(or pass --parents)")
+    raise NoParent(f"stage {req.stage} starts from a {stage.parent} checkpoint of the model "
+                   f"shape of {cfg.source} and the catalog has none ({_few(misfits)}: another "
+                   f"shape; {misfits[0]}: {why}): train one with `vilactl train --stage "
+                   f"{stage.parent} --config {cfg.source} --name NAME`, or pass --init")
+
+
+def final_checkpoints(workspace: Path, stage: str) -> list[dict]:
+    """The final checkpoints of `stage`, newest first."""
+    if not db.catalog_path(workspace).exists():
+        return []
+    with db.reader(workspace) as con:
+        rel = con.sql("SELECT * FROM checkpoints WHERE stage = ? AND "
+                      "json_extract(metrics, '$.final')::BOOLEAN ORDER BY created_at DESC",
+                      params=[stage])
+        rows, cols = rel.fetchall(), rel.columns
+    return [dict(zip(cols, r)) for r in rows]
 
 
 def _latest_step(out: Path) -> Path | None:
@@ -70,20 +111,77 @@ def _latest_step(out: Path) -> Path | None:
     return steps[-1] if steps else None
 
 
-def _train_parents(workspace: Path, req: TrainRequest, console: Console) -> None:
-    """--parents: the earlier stages this one needs, trained first (with the same config, each
-    on its own blend) when the catalog has no checkpoint of them."""
+def _train_parent(workspace: Path, req: TrainRequest, console: Console,
+                  missing: NoParent) -> None:
+    """--parents: the earlier stage, trained first (with the same config, on its own blend)
+    under its default name — or, when that name is taken (by a run of another model shape),
+    the one line saying what is missing."""
     parent = STAGES[req.stage].parent
-    if req.init or parent is None or find_checkpoint(workspace, stage=parent) is not None:
-        return
+    if taken(workspace, parent, output_dir(workspace, "checkpoints", parent)):
+        raise missing
     console.print(f"[bold]{req.stage}[/bold] starts from a {parent} checkpoint and the catalog "
-                  f"has none: training {parent} first")
+                  f"has none of this model shape: training {parent} first")
     train(workspace, TrainRequest(stage=parent, config=req.config, parents=True), console)
 
 
-def prepare(workspace: Path, req: TrainRequest, world: int = 1):
+def taken(workspace: Path, name: str, out: Path) -> list[str]:
+    """The checkpoints of run `name`: catalog ids, and step folders the catalog lacks."""
+    ids = []
+    if db.catalog_path(workspace).exists():
+        with db.reader(workspace) as con:
+            ids = [i for (i,) in con.sql("SELECT id FROM checkpoints WHERE split_part(id, '@', 1)"
+                                         " = ? AND stage <> 'clip' ORDER BY step",
+                                         params=[name]).fetchall()]
+    if not ids and _latest_step(out) is not None:
+        ids = [p.name for p in sorted(out.glob("step-*"))]
+    return ids
+
+
+def check_name(workspace: Path, req: TrainRequest, out: Path) -> None:
+    """A run name is like a dataset name: one whose checkpoints exist is trained again only with
+    --replace, and never when one of them is what other records were made from (a later
+    stage's parent, an eval, an export) — those would silently describe other weights."""
+    if req.resume:
+        return
+    ids = taken(workspace, req.out_name, out)
+    if not ids:
+        return
+    name = req.out_name
+    if not req.replace:
+        raise VilactlError(f"checkpoints of run {name!r} exist ({_few(ids)}): pass --replace to "
+                           "train it again, --resume to continue it, or --name to name another "
+                           "run (make … NAME=…)")
+    dep = None if req.replace_dependents else dependent(workspace, name, ids)
+    if dep:
+        raise VilactlError(f"--replace: {dep}, which would then describe other weights under the "
+                           f"same id; name this run another way with --name (make … NAME=…)")
+
+
+def _few(ids: list[str]) -> str:
+    return ", ".join(ids[:3]) + (f" and {len(ids) - 3} more" if len(ids) > 3 else "")
+
+
+def dependent(workspace: Path, name: str, ids: list[str]) -> str | None:
+    """What the catalog made from these checkpoints of run `name`, in words, or None."""
+    checks = [
+        ("SELECT parent, id FROM checkpoints WHERE list_contains(?, parent) AND "
+         "split_part(id, '@', 1) <> ?", [ids, name], "{0} is the parent of checkpoint {1}"),
+        ("SELECT checkpoint, dataset FROM evals WHERE list_contains(?, checkpoint)", [ids],
+         "{0} has evals (on {1})"),
+        ("SELECT checkpoint, path FROM exports WHERE list_contains(?, checkpoint) OR "
+         "list_has_any(?::VARCHAR[], checkpoints)", [ids, ids], "{0} was exported to {1}")]
+    with db.reader(workspace) as con:
+        for sql, params, what in checks:
+            rows = con.sql(sql, params=params).fetchall()
+            if rows:
+                return what.format(*rows[0])
+    return None
+
+
+def prepare(workspace: Path, req: TrainRequest, world: int = 1,
+            console: Console | None = None):
     """(cfg, stage cfg, blend, batch layout, model, tokenizer, paths, parent row) — every input
-    checked first."""
+    checked first; the parent checkpoint chosen announced on `console`."""
     cfg = config.load(req.config)
     scfg = cfg.stages[req.stage]
     layout = config.layout(cfg, req.stage, world)
@@ -92,10 +190,10 @@ def prepare(workspace: Path, req: TrainRequest, world: int = 1):
         raise VilactlError(f"no blend for stage {req.stage}: pass --blend or set "
                            f"stages.{req.stage}.blend in {cfg.source}")
     paths = train_setup.blend_paths(workspace, blend)
-    parent = _parent(workspace, req)
     torch.manual_seed(cfg.train.seed)
     tokenizer = train_setup.tokenizer_for(workspace, cfg)
     model = train_setup.build_model(workspace, cfg, tokenizer)
+    parent = _parent(workspace, req, cfg, model, console)
     if parent is not None:
         _load_parent(Path(parent["path"]), model)
     if model.tokens_per_image + 2 > layout.max_length:
@@ -121,11 +219,19 @@ def _load_parent(folder: Path, model) -> None:
 def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     if req.stage not in STAGES:
         raise VilactlError(f"--stage must be one of {', '.join(STAGES)}, got {req.stage!r}")
+    _check_numbers(req)
     out = output_dir(workspace, "checkpoints", req.out_name)
-    if req.parents:
-        _train_parents(workspace, req, console)
+    check_name(workspace, req, out)
     d = distributed.setup()
-    cfg, scfg, blend, layout, model, tok, paths, parent = prepare(workspace, req, d.world)
+    shown = console if d.main else None
+    try:
+        prepared = prepare(workspace, req, d.world, shown)
+    except NoParent as missing:
+        if not req.parents:
+            raise
+        _train_parent(workspace, req, console, missing)
+        prepared = prepare(workspace, req, d.world, shown)
+    cfg, scfg, blend, layout, model, tok, paths, parent = prepared
     stage = STAGES[req.stage]
     lora = scfg.lora if req.lora is None else req.lora
     if lora:
@@ -142,8 +248,13 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
             "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
             "micro_batch_size": layout.micro_batch_size, "max_length": layout.max_length,
             "strategy": cfg.train.strategy}
-    with jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
-                  target=f"checkpoints/{req.out_name}", record=d.main) as job:
+    # SIGTERM/SIGINT from here on: noted, acted on at the next step boundary; still noted
+    # while the stopped run is recorded (torchrun's agent signals the ranks again then)
+    with StopSignals() as stop, jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
+                                         target=f"checkpoints/{req.out_name}",
+                                         record=d.main) as job:
+        if d.main:
+            check_name(workspace, req, out)     # again, under the run's lock
         resume_from = _resume(workspace, req, out, cfg, scfg, layout, model, d, console)
         model.to(d.device)
         stream, data = train_setup.data_source(cfg, layout, stage.sft, model, tok, paths, d)
@@ -153,7 +264,9 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
                              _loop_args(cfg, scfg.lr, steps, layout), d, out, resume_from,
                              _on_save(workspace, req, job.run, out, blend, parent), meta,
-                             lambda rec: _log(console, rec))
+                             lambda rec: _log(console, rec), stop)
+        if "stopped_at" in summary:
+            raise _stopped(stop.signum, req.out_name, summary, steps)
         summary.update(skipped={**stream.skipped,
                                 "undecodable_image": summary.pop("undecodable_image")},
                        trainable=counts, world=d.world)
@@ -161,6 +274,25 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     if d.main:
         _where(workspace, console, req.out_name)
     return summary
+
+
+def _check_numbers(req: TrainRequest) -> None:
+    if req.steps is not None and not 1 <= req.steps < 2 ** 63:
+        raise VilactlError(f"--steps must be a positive integer, got {req.steps}")
+    if req.lora is not None and not 0 <= req.lora < 2 ** 31:
+        raise VilactlError(f"--lora must be 0 (full weights) or a positive rank, got {req.lora}")
+
+
+def _stopped(signum: int, name: str, summary: dict, steps: int) -> Stopped:
+    """The one line a run stopped by a signal ends with (and its run's error)."""
+    signum = signum or signal.SIGTERM          # a rank that got no signal stops with the rest
+    how = "terminated" if signum == signal.SIGTERM else "interrupted"
+    sig = signal.Signals(signum).name
+    saved = summary.get("saved_step")
+    if not saved:
+        return Stopped(signum, f"{how} by {sig} before the first step finished: nothing saved")
+    return Stopped(signum, f"{how} by {sig} after step {summary['stopped_at']} of {steps}: "
+                           f"checkpoint {name}@{saved} saved; --resume continues from it")
 
 
 def _announce(console: Console, stage: str, blend: str, counts: dict, layout, world: int,

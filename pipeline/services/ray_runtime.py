@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -35,6 +37,7 @@ def ray_session(address: str | None) -> Iterator[None]:
         return
     if address:
         check_reachable(address)
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         if address:
             ray.init(address=address, logging_level="ERROR", log_to_driver=False)
@@ -49,6 +52,10 @@ def ray_session(address: str | None) -> Iterator[None]:
         where = address or "a local Ray"
         raise VilactlError(f"cannot start or reach {where}: {str(e).splitlines()[0]}") from e
     _condense_raylet_messages()
+    if callable(sigterm) and threading.current_thread() is threading.main_thread():
+        # ray.init replaces SIGTERM's handler (sys.exit; its C++ handler prints a stack dump):
+        # vilactl's own goes back, so SIGTERM ends the command like Ctrl-C (cli/__init__.py)
+        signal.signal(signal.SIGTERM, sigterm)
     try:
         yield
     finally:
