@@ -115,3 +115,18 @@ def test_resume_layout_check_names_what_changed(tmp_path):
     with pytest.raises(VilactlError, match=r"batch layout changed \(world 2 → 1, grad_accum 1 "
                                            r"→ 2\)"):
         check_layout(saved, {**same, "world": 1, "grad_accum": 2}, tmp_path)
+
+
+def test_config_files_that_are_not_small_regular_files_are_refused(tmp_path):
+    """A wrong --config path (a device, a dataset, a nested-bracket bomb) is one line, read in
+    bounded memory: /dev/zero was read until the kernel killed the process."""
+    with pytest.raises(VilactlError, match="/dev/zero: not a regular file"):
+        config.load("/dev/zero")
+    big = tmp_path / "big.yaml"
+    big.write_text("# " + "x" * config.MAX_CONFIG_BYTES + "\n")
+    with pytest.raises(VilactlError, match="a config is at most 1048576 bytes"):
+        config.load(big)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("train: " + "[" * 50000 + "]" * 50000 + "\n")
+    with pytest.raises(VilactlError, match="deep.yaml: not valid YAML"):
+        config.load(deep)

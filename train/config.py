@@ -197,6 +197,11 @@ def _range_problem(key: str, value) -> str | None:
     return None
 
 
+# The bundled configs are ~2 KB; a bound keeps a wrong path (a dataset, a log) from being
+# parsed as YAML into memory.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def load(path: str | Path | None = None) -> TrainConfig:
     """Read a config (default: the debug model); one clear line for any problem."""
     path = Path(path) if path else CONFIG_DIR / "debug.yaml"
@@ -204,9 +209,14 @@ def load(path: str | Path | None = None) -> TrainConfig:
         path = CONFIG_DIR / f"{path}.yaml"          # `--config vila-7b`
     if not path.exists():
         raise VilactlError(f"config {path} not found")
+    if not path.is_file():             # /dev/zero or a FIFO would be read forever
+        raise VilactlError(f"config {path}: not a regular file")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise VilactlError(f"config {path}: {path.stat().st_size} bytes; a config is at most "
+                           f"{MAX_CONFIG_BYTES} bytes")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, RecursionError, UnicodeDecodeError) as e:
         raise VilactlError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(raw, dict):
         raise VilactlError(f"{path}: a config is a mapping of model, data, train, stages")
