@@ -279,3 +279,17 @@ def test_ctrl_c_stops_a_long_query_and_writers_never_wait_for_it(guard):
     assert proc.returncode == 130 and err == "interrupted\n" and out == "", (err, out)
     assert time.monotonic() - start < 5
     assert sql(guard.ws, "SELECT count(*) AS n FROM samples_meta2") == [{"n": 9}]
+
+
+def test_world_out_never_lands_on_what_the_catalog_or_the_workspace_owns(shared):
+    """`vilactl world --out` replaces a folder whole: never a registered one, a managed one or
+    one holding the workspace (it would have rewritten the registered world)."""
+    ws = shared.ws
+    shard = Path(sql(ws, "SELECT path FROM shards WHERE dataset = 'docs'")[0]["path"])
+    for target, needle in [(ws / "datasets" / "w", "which vilactl manages"),
+                           (shard.parent, "would write onto dataset docs"),
+                           (shared.inputs, "would write onto dataset meta"),
+                           (ws, "would write onto the catalog")]:
+        one_line_error(run_cli("world", "--size", "tiny", "--out", str(target), workspace=ws),
+                       needle)
+        shared.check()

@@ -155,6 +155,9 @@ def world(
     from vilactl.curation.world import generate
     from vilactl.pipeline.jobs.demo import _config, refuse_foreign
 
+    from vilactl.pipeline.jobs.out_paths import check_plain_folder
+
+    out = check_plain_folder(state.workspace, out)
     refuse_foreign(out, "--out")
     with atomic.atomic_dir(out) as tmp:
         manifest = generate(tmp, _config(seed, size))

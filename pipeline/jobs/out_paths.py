@@ -111,6 +111,18 @@ def check_folder(workspace: Path, raw: str | Path, flag: str = "--out",
     return p
 
 
+def check_plain_folder(workspace: Path, raw: str | Path, flag: str = "--out") -> Path:
+    """An absolute path for a folder that is not an export (`world --out`): never on, in or
+    around what the catalog records, and inside the workspace only a new top-level name."""
+    p = _absolute(raw, flag)
+    _check_catalog_records(workspace, p, flag, own_export=False)
+    _check_file_place(workspace, p, flag)
+    ws = _workspace(workspace)
+    if ws.is_relative_to(p.parent.resolve() / p.name):
+        raise VilactlError(f"{flag} {p}: would hold the workspace {ws}; choose another path")
+    return p
+
+
 def check_file(workspace: Path, raw: str | Path, flag: str = "--out",
                inputs: tuple[Path, ...] = (), force: bool = False) -> Path:
     """An absolute file path that is safe to write (atomically) — never one of `inputs`, never
