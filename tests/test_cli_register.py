@@ -72,6 +72,11 @@ def test_bad_inputs_fail_with_one_line_and_leave_catalog_unchanged(ws, coyo_rows
         f"{bad_json}:2: malformed JSON")
     assert not (ws / "datasets" / "m").exists()
 
+    empty = tmp_path / "bad" / "empty.parquet"
+    pq.write_table(pa.Table.from_pylist(coyo_rows).slice(0, 0), empty)
+    assert_one_line_failure(
+        run_cli("register", "coyo", "--metadata", str(empty), "--name", "e", workspace=ws),
+        str(empty), "1 file(s) with no rows; nothing to register")
     assert_one_line_failure(
         run_cli("register", "coyo", "--metadata", str(tmp_path / "nothing" / "*.parquet"),
                 workspace=ws),

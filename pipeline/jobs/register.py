@@ -76,6 +76,9 @@ def register_coyo(workspace: Path, pattern: str, name: str, replace: bool = Fals
         stats = _scan_all(paths, scan_coyo, "register: validating COYO", quiet)
         check_unique(paths, "id", "COYO id", spill_in=Path(workspace) / ".tmp", quiet=quiet)
         rows = sum(s.rows for s in stats)
+        if rows == 0:           # a wrong glob or an export that failed, not a dataset
+            raise VilactlError(f"{pattern}: {len(stats)} file(s) with no rows; nothing to "
+                               "register")
         return Dataset(name=name, kind=Kind.COYO_METADATA, format="parquet", uri=resolve(pattern),
                        num_samples=rows, num_images=rows, num_texts=rows,
                        num_bytes=sum(s.bytes for s in stats), params={"glob": pattern}), stats
