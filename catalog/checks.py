@@ -37,12 +37,12 @@ def _bounded(temp: Path | None, progress: Callable[[float], None] | None
         con.execute("SET threads TO 2")
         con.execute(f"SET memory_limit = '{MEMORY_LIMIT}'")
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar_print = false")   # never onto stdout
         if temp is not None:
             temp.mkdir(parents=True, exist_ok=True)
             con.execute("SET temp_directory = ?", [str(temp)])
         if progress is not None:
             con.execute("SET enable_progress_bar = true")
-            con.execute("SET enable_progress_bar_print = false")
             threading.Thread(target=_poll, args=(con, progress, stop), daemon=True).start()
         yield con
     finally:

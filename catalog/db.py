@@ -32,7 +32,10 @@ def _connect(path: Path, read_only: bool, wait_s: float,
     deadline = time.monotonic() + wait_s
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config or {})
+            con = duckdb.connect(str(path), read_only=read_only, config=config or {})
+            # DuckDB draws a progress bar on stdout after 2 s, even into a pipe or a CSV
+            con.execute("SET enable_progress_bar_print = false")
+            return con
         except (duckdb.IOException, duckdb.ConnectionException) as e:
             if "lock" not in str(e).lower():
                 raise VilactlError(f"{path}: cannot open catalog: {_first_line(e)}") from e
