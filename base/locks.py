@@ -25,7 +25,9 @@ LOCK_WAIT_S = 30.0
 
 
 def lock_wait() -> float:
-    return float(os.environ.get("VILACTL_LOCK_WAIT", LOCK_WAIT_S))
+    from vilactl.base.ranges import env_number
+
+    return env_number("VILACTL_LOCK_WAIT", LOCK_WAIT_S, 0, 10**7)
 
 
 def _file(workspace: Path, key: str) -> Path:

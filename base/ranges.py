@@ -10,6 +10,7 @@ option's value.
 from __future__ import annotations
 
 import math
+import os
 
 from vilactl.base.errors import VilactlError
 
@@ -65,3 +66,18 @@ def check_range(value, what: str, lo: float | None = None, hi: float | None = No
         raise VilactlError(f"{what} must be {'>' if lo_open else '≥'} {lo_name} ({_bound(lo)}), "
                            f"got {shown}")
     raise VilactlError(f"{what} must be {rule(lo, hi, integer, lo_open)}, got {shown}")
+
+
+def env_number(name: str, default: float, lo: float | None = None, hi: float | None = None, *,
+               lo_open: bool = False, integer: bool = False):
+    """The number in environment variable `name` (`default` when unset), range-checked like an
+    option: one line naming the variable when it is not a number or out of range."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        kind = "an integer" if integer else "a number"
+        raise VilactlError(f"{name}={raw[:40]!r} is not {kind}") from None
+    return check_range(value, name, lo, hi, lo_open=lo_open, integer=integer)

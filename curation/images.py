@@ -22,16 +22,16 @@ makes tens of gigapixels.
 from __future__ import annotations
 
 import io
-import os
 import warnings
 from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
 from vilactl.base.errors import RecordError
+from vilactl.base.ranges import env_number
 
-DEFAULT_MAX_PIXELS = int(os.environ.get("VILACTL_MAX_PIXELS", 64_000_000))
-MAX_ASPECT_RATIO = float(os.environ.get("VILACTL_MAX_ASPECT_RATIO", 100))
+DEFAULT_MAX_PIXELS = env_number("VILACTL_MAX_PIXELS", 64_000_000, 1, integer=True)
+MAX_ASPECT_RATIO = env_number("VILACTL_MAX_ASPECT_RATIO", 100.0, 1.0)
 ORIENTATION = 0x0112          # the EXIF tag; 1 is upright, 2-8 flip and/or rotate
 Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -74,13 +74,14 @@ def upright_bytes(data: bytes) -> bytes | None:
     """For an image (within the pixel limit) whose EXIF orientation is not upright: the upright
     pixels as a fast PNG, for decoders that ignore the tag (img2dataset's OpenCV). None when
     the bytes need no turning — almost always, found without decoding: no EXIF marker."""
-    if b"xif" not in data and b"XIF" not in data:        # Exif, eXIf, EXIF, exif profiles
+    tiff = data[:4] in (b"II*\x00", b"MM\x00*")            # orientation is a TIFF tag
+    if not tiff and not any(m in data for m in (b"xif", b"XIf", b"XIF")):   # Exif, eXIf, EXIF
         return None
     try:
         with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if _orientation(im) not in range(2, 9):
+            if _orientation(im) not in range(2, 9):   # JPEG, WebP: from the header, undecoded
                 return None
+            im.load()
             turned = ImageOps.exif_transpose(im)
     except Exception:  # noqa: BLE001 — not decodable here: the decoder reports it
         return None

@@ -159,6 +159,19 @@ def test_a_read_only_catalog_file(read_only_ws, shared_data):
     guard.check()
 
 
+def test_a_read_only_managed_folder(read_only_ws, shared_data):
+    guard = read_only_ws
+    guard.ws.chmod(0o755)
+    (guard.ws / "datasets").chmod(0o555)
+    try:
+        proc = run_unprivileged(guard.ws, "register", "mmc4", "--docs",
+                                str(shared_data / DOCS), "--name", "m2")
+    finally:
+        (guard.ws / "datasets").chmod(0o755)
+    one_line_error(proc, f"{guard.ws / 'datasets'}: cannot write here: Permission denied")
+    guard.check()
+
+
 # ------------------------------------------------------------------ numeric options
 @pytest.fixture(scope="module")
 def numbers(tmp_path_factory, coyo_rows, shared_data):
@@ -225,6 +238,11 @@ def test_every_numeric_option_is_range_checked(numbers):
     guard = Untouched(numbers)
     for args, needle in out_of_range(numbers):
         one_line_error(run_cli(*args, workspace=guard.ws), needle)
+    for env, needle in [({"VILACTL_MAX_PIXELS": "abc"}, "VILACTL_MAX_PIXELS='abc' is not an "),
+                        ({"VILACTL_MAX_ASPECT_RATIO": "0.5"}, "VILACTL_MAX_ASPECT_RATIO must be"),
+                        ({"VILACTL_LOCK_WAIT": "nan"}, "VILACTL_LOCK_WAIT must be a number")]:
+        one_line_error(run_cli("download", "coyo", "--from-dataset", "meta", "--name", "d",
+                               workspace=guard.ws, env=env), needle)
     guard.check()
     assert failed_runs(guard.ws) == []         # refused before any run started
     assert not (numbers / "w").exists()
@@ -240,12 +258,12 @@ STORED = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90,
           8: Image.Transpose.ROTATE_270}
 
 
-def sideways_jpeg(orientation: int) -> bytes:
+def sideways_jpeg(orientation: int, fmt: str = "JPEG") -> bytes:
     stored = Image.fromarray(UPRIGHT).transpose(STORED[orientation])
     exif = Image.Exif()
     exif[0x0112] = orientation
     buf = io.BytesIO()
-    stored.save(buf, "JPEG", quality=95, exif=exif.tobytes())
+    stored.save(buf, fmt, quality=95, exif=exif.tobytes())
     return buf.getvalue()
 
 
@@ -296,11 +314,16 @@ def torch_close(a, b, tol=20.0) -> bool:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def served(tmp_path_factory, ray_head):
+    """The images on a loopback mirror. (`ray_head` first: img2dataset's downloader imports
+    Ray, which reads the session head's settings — loopback, token auth — from the environment
+    on its first import, for every later in-process `ray.init` of the session.)"""
     from vilactl.pipeline.services.mirror import Mirror
 
     root = tmp_path_factory.mktemp("served")
     (root / "sideways.jpg").write_bytes(sideways_jpeg(6))
+    (root / "sideways.png").write_bytes(sideways_jpeg(8, "PNG"))     # an eXIf chunk
+    (root / "sideways.webp").write_bytes(sideways_jpeg(3, "WEBP"))
     (root / "strip.png").write_bytes(png((1, 100_000)))          # valid, 1×100000
     (root / "banner.png").write_bytes(png((2000, 10)))          # 200:1
     (root / "ok.png").write_bytes(png((120, 40)))               # 3:1
@@ -311,16 +334,19 @@ def served(tmp_path_factory):
 def test_download_stores_images_upright_and_refuses_extreme_aspect_ratios(served, tmp_path):
     from vilactl.curation.fetch import FetchOptions, fetch
 
-    names = ["sideways.jpg", "strip.png", "banner.png", "ok.png"]
+    names = ["strip.png", "banner.png", "ok.png", "sideways.jpg", "sideways.png",
+             "sideways.webp"]
     res = fetch([str(i) for i in range(len(names))], [f"{served.url}/{n}" for n in names],
                 FetchOptions(image_size=64, allow_private_network=True),
                 tmp_path / "work").to_pylist()
-    assert [r["reason"] for r in res] == [None, "aspect_ratio", "aspect_ratio", None], res
-    assert "1x100000" in res[1]["error"] and "not decoded" in res[1]["error"]
-    side = res[0]
-    assert (side["original_width"], side["original_height"]) == (64, 32)
-    assert_upright(Image.open(io.BytesIO(side["image"])).convert("RGB"))
-    assert (res[3]["width"], res[3]["height"]) == (120, 40)
+    assert [r["reason"] for r in res] == ["aspect_ratio", "aspect_ratio"] + [None] * 4, res
+    assert "1x100000" in res[0]["error"] and "not decoded" in res[0]["error"]
+    assert (res[2]["width"], res[2]["height"]) == (120, 40)
+    for side in res[3:]:
+        assert (side["original_width"], side["original_height"]) == (64, 32)
+        stored = Image.open(io.BytesIO(side["image"]))
+        assert stored.getexif().get(0x0112, 1) == 1               # upright, no turning tag
+        assert_upright(stored.convert("RGB"))
 
 
 def test_download_refuses_outputs_over_the_limit_when_upscaling(served, tmp_path):

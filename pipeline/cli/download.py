@@ -8,7 +8,6 @@ import typer
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.ranges import check_range
-from vilactl.curation.images import DEFAULT_MAX_PIXELS
 from vilactl.pipeline.cli.context import COUNT, in_range
 
 SECONDS = in_range(0, 86400, lo_open=True)     # a day at most per URL
@@ -59,8 +58,10 @@ def download(
                                           help="Total seconds per URL, redirects and slow "
                                                "bodies included, at least --timeout (default: "
                                                "3 × --timeout)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, callback=COUNT,
-                                   help="Larger images are not decoded and count as too_large."),
+    max_pixels: int | None = typer.Option(None, callback=COUNT,
+                                          help="Larger images are not decoded and count as "
+                                               "too_large (default: VILACTL_MAX_PIXELS, else "
+                                               "64000000)."),
     threads: int = typer.Option(64, callback=in_range(1, 1024),
                                 help="Download threads per unit."),
     keep_partial: bool = typer.Option(False, "--keep-partial-docs",
@@ -94,6 +95,9 @@ def download(
     if corpus is Corpus.mmc4 and metadata:
         raise VilactlError("--metadata is for coyo; MMC4 takes --docs")
     check_range(deadline, "--deadline", timeout, lo_name="--timeout")
+    from vilactl.curation.images import DEFAULT_MAX_PIXELS
+
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     opts = FetchOptions(image_size=image_size, resize_mode=resize_mode,
                         resize_only_if_bigger=not upscale, timeout=timeout, retries=retries,
                         threads=threads, respect_opt_outs=not ignore_opt_outs,
