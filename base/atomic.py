@@ -30,8 +30,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     dest = Path(dest)
     if dest.is_dir():
         raise VilactlError(f"{dest}: is a folder; give a file path to write")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    with _cannot_write(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)   # mkstemp makes 0600; outputs are shared data
@@ -81,10 +82,21 @@ def temp_dir(dest: str | Path) -> Path:
     permissions: mkdtemp makes 0700, and outputs are shared data (other users, other nodes).
     `~` cannot occur in an output name, so the temps of `a` are never those of `a.b`."""
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}~", suffix=".tmp", dir=dest.parent))
+    with _cannot_write(dest.parent):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}~", suffix=".tmp", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)
     return tmp
+
+
+@contextlib.contextmanager
+def _cannot_write(folder: Path) -> Iterator[None]:
+    """A folder that cannot take a new file (read-only, another user's, a file in the way) is
+    one line naming it, not a traceback from the first write."""
+    try:
+        yield
+    except OSError as e:
+        raise VilactlError(f"{folder}: cannot write here: {e.strerror or e}") from None
 
 
 def stale_temps(dest: str | Path) -> list[Path]:

@@ -19,12 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.paths import check_workspace
 
 LOCK_WAIT_S = 30.0
 
 
 def lock_wait() -> float:
-    return float(os.environ.get("VILACTL_LOCK_WAIT", LOCK_WAIT_S))
+    from vilactl.base.ranges import env_number
+
+    return env_number("VILACTL_LOCK_WAIT", LOCK_WAIT_S, 0, 10**7)
 
 
 def _file(workspace: Path, key: str) -> Path:
@@ -35,9 +38,12 @@ def _file(workspace: Path, key: str) -> Path:
 @contextlib.contextmanager
 def hold(workspace: str | Path, key: str, what: str) -> Iterator[None]:
     """Hold the lock for `key` for the block; `what` names the output in the refusal."""
-    path = _file(Path(workspace), key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    path = _file(check_workspace(workspace, write=True), key)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise VilactlError(f"{path}: cannot create the lock file: {e.strerror or e}") from None
     try:
         _acquire(fd, what, lock_wait())
         os.ftruncate(fd, 0)

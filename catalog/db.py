@@ -18,6 +18,7 @@ import duckdb
 from vilactl.base import locks
 from vilactl.base.errors import VilactlError
 from vilactl.base.locks import lock_wait
+from vilactl.base.paths import check_workspace
 from vilactl.catalog.schema import MIGRATIONS, SCHEMA_VERSION
 
 CATALOG_FILE = "catalog.duckdb"
@@ -98,8 +99,7 @@ def migrate(con: duckdb.DuckDBPyConnection, path: Path) -> int:
 
 def init(workspace: str | Path) -> Path:
     """Create the workspace and catalog (or bring an existing one up to date)."""
-    path = catalog_path(workspace)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = catalog_path(check_workspace(workspace, write=True))
     con = _connect(path, read_only=False, wait_s=lock_wait())
     try:
         migrate(con, path)
@@ -111,7 +111,7 @@ def init(workspace: str | Path) -> Path:
 @contextlib.contextmanager
 def writer(workspace: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """A write connection inside one transaction: everything in the block lands, or nothing."""
-    path = catalog_path(workspace)
+    path = catalog_path(check_workspace(workspace, write=True))
     if not path.exists():
         init(workspace)
     con = _connect(path, read_only=False, wait_s=lock_wait())
@@ -155,7 +155,7 @@ def reader(workspace: str | Path, config: dict | None = None
            ) -> Iterator[duckdb.DuckDBPyConnection]:
     """A read-only connection; an older catalog is first brought up to date (briefly taking the
     write lock), so that readers always see the current column names."""
-    path = catalog_path(workspace)
+    path = catalog_path(check_workspace(workspace))
     if not path.exists():
         raise VilactlError(f"{path}: no catalog here; run `vilactl init` (or pass --workspace)")
     con = _connect(path, read_only=True, wait_s=lock_wait(), config=config)

@@ -8,6 +8,7 @@ Ray tasks. Importing it has no side effects (img2dataset's workers may be spawne
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -19,10 +20,18 @@ import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from vilactl.curation.fetch_results import failure_reason
-from vilactl.curation.images import DEFAULT_MAX_PIXELS, ImageProblem, header_size, set_limit
+from vilactl.curation.images import (
+    DEFAULT_MAX_PIXELS,
+    ImageProblem,
+    aspect_problem,
+    header_size,
+    set_limit,
+    upright_bytes,
+)
 from vilactl.curation.netpolicy import url_refusal
 from vilactl.curation.safe_http import Policy, guarded
 
+JPEG_MAX_SIDE = 65500          # libjpeg's limit on either side of an encoded image
 OPT_OUT_DIRECTIVES = ("noai", "noimageai", "noindex", "noimageindex")  # img2dataset's default
 
 RESULT_SCHEMA = pa.schema([
@@ -74,16 +83,25 @@ def _downloader(opts: FetchOptions, out: Path):
 
     class LimitedResizer(Resizer):
         """img2dataset's resizer checks max_image_area only after decoding (a 20000² PNG of
-        1 MB then takes GBs): read the size from the header first."""
+        1 MB then takes GBs): read the size from the header first, and refuse extreme aspect
+        ratios (curation/images.py) and outputs over the pixel limit (an --upscale'd banner)
+        there too. Its OpenCV decoder ignores EXIF orientation: an image with a turning tag
+        is handed over upright."""
 
         def __call__(self, img_stream, blurring_bbox_list=None):
             try:
                 size = header_size(img_stream)
             except ImageProblem:
                 size = (self.max_image_area + 1, 1)
-            if size is not None and size[0] * size[1] > self.max_image_area:
-                return (None, None, None, None, None,
-                        "image area too large (read from its header; not decoded)")
+            if size is not None:
+                why = _shape_refusal(size, self)
+                if why:
+                    return None, None, None, None, None, why
+            pos = img_stream.tell()
+            turned = upright_bytes(img_stream.read())
+            img_stream.seek(pos)
+            if turned is not None:
+                img_stream = io.BytesIO(turned)
             return super().__call__(img_stream, blurring_bbox_list)
 
     resizer = LimitedResizer(image_size=opts.image_size, resize_mode=opts.resize_mode,
@@ -98,6 +116,28 @@ def _downloader(opts: FetchOptions, out: Path):
         oom_shard_count=5, compute_hash="sha256", verify_hash_type=None,
         encode_format=opts.encode_format, retries=opts.retries, user_agent_token=None,
         disallowed_header_directives=list(OPT_OUT_DIRECTIVES) if opts.respect_opt_outs else None)
+
+
+def _shape_refusal(size: tuple[int, int], resizer) -> str | None:
+    """Why an image of this (header) size is not decoded, or None: over the pixel limit,
+    an extreme aspect ratio, or an output (once resized) over the pixel limit or wider than
+    JPEG allows."""
+    w, h = size
+    if w * h > resizer.max_image_area:
+        return "image area too large (read from its header; not decoded)"
+    if why := aspect_problem(w, h):
+        return f"{why}; not decoded"
+    mode, target = resizer.resize_mode.name, resizer.image_size
+    side = min(w, h) if mode in ("keep_ratio", "center_crop") else max(w, h)
+    ow, oh = w, h
+    if mode != "no" and (side > target or not resizer.resize_only_if_bigger):
+        scale = target / side
+        ow, oh = ((target, target) if mode in ("center_crop", "border")
+                  else (round(w * scale), round(h * scale)))
+    if ow * oh > resizer.max_image_area or max(ow, oh) > JPEG_MAX_SIDE:
+        return (f"image area too large as output ({w}x{h} → {ow}x{oh} by {mode} {target}; "
+                "not decoded)")
+    return None
 
 
 def fetch(keys: list[str], urls: list[str], opts: FetchOptions, workdir: Path) -> pa.Table:

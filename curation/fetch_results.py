@@ -8,6 +8,8 @@ exception. vilactl counts failures under stable reason names so that catalog SQL
   incomplete_read   the body ended before its Content-Length (truncated transfer)
   decode_error      the bytes were not a decodable image
   too_large         more pixels than the limit (never decoded)
+  aspect_ratio      long side more than 100 × the short one (VILACTL_MAX_ASPECT_RATIO; never
+                    decoded; curation/images.py)
   opt_out           X-Robots-Tag forbids AI use (noai, noimageai, …)
   rejected_url      refused (scheme, a private address — also after DNS or a redirect;
                     see netpolicy.py and curation/safe_http.py)
@@ -33,6 +35,8 @@ def failure_reason(status: str | None, error: str | None) -> str | None:
     msg = error or ""
     if "image area too large" in msg:
         return "too_large"
+    if "aspect ratio" in msg:
+        return "aspect_ratio"
     if status == "failed_to_resize":
         return "decode_error"
     if "vilactl refused" in msg:

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from vilactl.base import atomic
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
-from vilactl.curation.images import open_image
+from vilactl.curation.images import ImageProblem, open_image
 from vilactl.curation.mmc4_variants import CoreFilter, assignment, build, count
 from vilactl.curation.records import sample_table
 
@@ -38,7 +38,11 @@ def build_shard(src: str, out: str, variant: str, max_images: int, seed: int,
     for doc in pq.read_table(src).to_pylist():
         docs += 1
         if scorer:
-            doc = rescored(doc, scorer)
+            try:
+                doc = rescored(doc, scorer)
+            except ImageProblem as e:     # cannot be rescored: dropped like a filtered doc
+                dropped["aspect_ratio" if "aspect ratio" in str(e) else "bad_image"] += 1
+                continue
         matched, sims = assignment(doc)
         why = core.reason(doc, matched, sims)
         if why:

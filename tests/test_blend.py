@@ -129,7 +129,7 @@ def test_upsample_counts_repeats(ws):
 
 @pytest.mark.parametrize("args, message", [
     (["--component", "nope=1"], "unknown dataset 'nope'"),
-    (["--mmc4", "-0.5", "--coyo", "1.5"], "must be a non-negative number"),
+    (["--mmc4", "-0.5", "--coyo", "1.5"], "--mmc4 must be a finite number ≥ 0, got -0.5"),
     (["--mmc4", "0", "--coyo", "0"], "all weights are zero"),
     (["--mmc4", "0.3", "--coyo", "0.3"], "weights sum to 0.6, not 1 (pass --normalize"),
     (["--coyo", "1", "--coyo-dataset", "coyo_meta"], "'coyo_meta' (coyo-metadata) has no images"),

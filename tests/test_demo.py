@@ -141,7 +141,8 @@ def test_build_bad_input(demo_ws):
         (["build", "mmc4", "--variant", "sideways"], "--variant must be one of"),
         (["build", "mmc4", "--variant", "pairs", "--dataset", "mmc4_docs", "--name", "x"],
          "build takes downloaded MMC4 documents"),
-        (["build", "mmc4", "--variant", "pairs", "--max-images", "0"], "must be positive"),
+        (["build", "mmc4", "--variant", "pairs", "--max-images", "0"],
+         "--max-images must be a positive integer"),
         (["build", "mmc4", "--variant", "pairs", "--dataset", "nope"], "unknown dataset"),
     ]:
         proc = run_cli(*args, workspace=demo_ws)

@@ -1,8 +1,11 @@
 """`vilactl score` and `vilactl curate` end to end on a real Ray head: scores equal plain
-open_clip, the top-K equals a lexsort reference on tied data, dedup, and bad input."""
+open_clip, the top-K equals a lexsort reference on tied data, dedup, bad input, and no actor
+left on the cluster."""
 import glob
 import io
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -41,6 +44,23 @@ def scored(tmp_path_factory, ray_head, clip_weights):
     cli(ws, ray_head, "score", "coyo", "--model", "vilactl-demo-clip", "--pretrained",
         str(clip_weights), "--batch-size", "32")
     return ws
+
+
+ALIVE_ACTORS = """
+import json, sys, ray
+from ray._private import state
+ray.init(address=sys.argv[1], logging_level="ERROR", log_to_driver=False)
+alive = state.actors(actor_state_name="ALIVE").values()
+print(json.dumps(sorted(a["Name"] or a["ActorClassName"] for a in alive)))
+"""
+
+
+def test_score_leaves_no_actor_alive_on_the_cluster(scored, ray_head):
+    """Ray Data's detached helpers (its stats actor, actor-location tracker, autoscaling
+    coordinator) outlive the job that started them; score stops them when it ends."""
+    out = subprocess.run([sys.executable, "-c", ALIVE_ACTORS, ray_head], capture_output=True,
+                         text=True, timeout=300, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stdout
 
 
 def test_scores_equal_plain_open_clip(scored, clip_weights):

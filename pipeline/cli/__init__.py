@@ -21,7 +21,7 @@ from vilactl.base.errors import Stopped, VilactlError
 from vilactl.catalog import db
 from vilactl.pipeline.cli import output
 from vilactl.pipeline.cli.blend import blend as blend_cmd
-from vilactl.pipeline.cli.context import console, err_console, state
+from vilactl.pipeline.cli.context import COUNT, SEED, console, err_console, in_range, state
 from vilactl.pipeline.cli.curation import build, curate, score
 from vilactl.pipeline.cli.download import download as download_cmd
 from vilactl.pipeline.cli.eval import eval_cmd
@@ -102,10 +102,11 @@ def report(out: Path | None = typer.Option(None, "--out", help="HTML file to wri
 
 @app.command()
 def ablate(
-    pretrain_steps: int = typer.Option(80, help="Pretraining steps of each run."),
-    sft_steps: int = typer.Option(80, help="SFT steps of each run (identical for all)."),
+    pretrain_steps: int = typer.Option(80, callback=COUNT, help="Pretraining steps of each run."),
+    sft_steps: int = typer.Option(80, callback=COUNT,
+                                  help="SFT steps of each run (identical for all)."),
     config: str | None = typer.Option(None, help="Training config (default: debug)."),
-    seed: int = typer.Option(0, help="Seed of the ablation blends."),
+    seed: int = typer.Option(0, callback=SEED, help="Seed of the ablation blends."),
 ) -> None:
     """The paper's pretraining-data ablation on the demo world: COYO, MMC4-pairs, MMC4,
     MMC4+COYO at equal image counts, then identical SFT and evaluation; prints the table."""
@@ -123,7 +124,8 @@ def init() -> None:
 
 @app.command()
 def demo(
-    seed: int = typer.Option(0, help="Seed of the embedded world (same seed, same bytes)."),
+    seed: int = typer.Option(0, callback=SEED,
+                             help="Seed of the embedded world (same seed, same bytes)."),
     size: str = typer.Option("demo", help="World size preset: demo or tiny."),
     force: bool = typer.Option(False, "--force", help="Redo steps that finished earlier."),
     until: str | None = typer.Option(None, help="Stop after this step (e.g. blends)."),
@@ -147,14 +149,13 @@ def demo(
 @app.command()
 def world(
     out: Path = typer.Option(..., "--out", help="Folder to write the world to."),
-    seed: int = typer.Option(0, help="Seed of the world (same seed, same bytes)."),
+    seed: int = typer.Option(0, callback=SEED, help="Seed of the world (same seed, same bytes)."),
     size: str = typer.Option("demo", help="demo or tiny."),
 ) -> None:
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
     from vilactl.base import atomic
     from vilactl.curation.world import generate
     from vilactl.pipeline.jobs.demo import _config, refuse_foreign
-
     from vilactl.pipeline.jobs.out_paths import check_plain_folder
 
     out = check_plain_folder(state.workspace, out)
@@ -214,8 +215,10 @@ def catalog() -> None:
 @mirror_app.command("serve")
 def mirror_serve(
     root: Path = typer.Option(None, help="Folder to serve (default: <workspace>/world)."),
-    port: int = typer.Option(0, help="Port on 127.0.0.1 (0 picks a free one)."),
-    slow_seconds: float = typer.Option(3.0, help="Delay of the /fault/slow/ URLs."),
+    port: int = typer.Option(0, callback=in_range(0, 65535),
+                             help="Port on 127.0.0.1 (0 picks a free one)."),
+    slow_seconds: float = typer.Option(3.0, callback=in_range(0, 3600),
+                                       help="Delay of the /fault/slow/ URLs."),
 ) -> None:
     """Serve a folder on 127.0.0.1 with the demo's fault URLs, until Ctrl-C."""
     import time

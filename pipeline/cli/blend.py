@@ -8,6 +8,8 @@ from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
+from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE, SEED, in_range
 
 
 def _default(workspace: Path, given: str | None, flag: str, kind: str, selected: bool,
@@ -59,37 +61,43 @@ def _components(workspace: Path, mmc4: float | None, mmc4_variant: str, mmc4_dat
             value = None
         if not sep or not name or value is None:
             raise VilactlError(f"--component takes DATASET=WEIGHT, got {c!r}")
+        check_range(value, f"--component {name}'s weight", 0)
         add(name, value, "--component")
     return weights, why
 
 
 def blend(
-    mmc4: float | None = typer.Option(None, help="Image share of MMC4 samples: the newest "
-                                                 "dataset `vilactl build mmc4` made of "
-                                                 "--mmc4-variant, unless --mmc4-dataset."),
+    mmc4: float | None = typer.Option(None, callback=NON_NEGATIVE,
+                                      help="Image share of MMC4 samples: the newest dataset "
+                                           "`vilactl build mmc4` made of --mmc4-variant, "
+                                           "unless --mmc4-dataset."),
     mmc4_variant: str = typer.Option("interleaved", help="Which MMC4 variant --mmc4 takes."),
     mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes."),
-    coyo: float | None = typer.Option(None, help="Image share of COYO pairs: the newest "
-                                                 "selection `vilactl curate coyo` made of "
-                                                 "downloaded pairs, unless --coyo-dataset."),
+    coyo: float | None = typer.Option(None, callback=NON_NEGATIVE,
+                                      help="Image share of COYO pairs: the newest selection "
+                                           "`vilactl curate coyo` made of downloaded pairs, "
+                                           "unless --coyo-dataset."),
     coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes."),
     component: list[str] = typer.Option(
         [], "--component", help="DATASET=WEIGHT, repeatable: any catalog dataset in the "
                                 "training-sample schema (or downloaded COYO pairs)."),
     images: int | None = typer.Option(
-        None, help="Images in the blend (default: the most reachable at these shares without "
-                   "repeating a sample)."),
-    seed: int = typer.Option(0, help="Seed for the draws and the global shuffle."),
+        None, callback=COUNT, help="Images in the blend (default: the most reachable at these "
+                                   "shares without repeating a sample)."),
+    seed: int = typer.Option(0, callback=SEED, help="Seed for the draws and the global shuffle."),
     name: str | None = typer.Option(None, help="Blend name (also its catalog dataset)."),
-    coyo_group: int = typer.Option(1, help="Concatenate G COYO pairs into one sample (VILA: 4)."),
+    coyo_group: int = typer.Option(1, callback=COUNT,
+                                   help="Concatenate G COYO pairs into one sample (VILA: 4)."),
     allow_upsample: bool = typer.Option(False, "--allow-upsample",
                                         help="Allow repeating samples to reach --images; "
                                              "repeats are counted and recorded."),
     normalize: bool = typer.Option(False, "--normalize", help="Rescale weights to sum to 1."),
-    shard_size: int = typer.Option(4096, help="Samples per output Parquet shard."),
-    row_group_size: int = typer.Option(256, help="Samples per Parquet row group (the unit "
-                                                 "a streaming reader fetches)."),
-    memory_gb: float = typer.Option(2.0, help="Scatter buffer before spilling to disk."),
+    shard_size: int = typer.Option(4096, callback=COUNT, help="Samples per output Parquet shard."),
+    row_group_size: int = typer.Option(256, callback=COUNT,
+                                       help="Samples per Parquet row group (the unit a "
+                                            "streaming reader fetches)."),
+    memory_gb: float = typer.Option(2.0, callback=in_range(0, 8e9, lo_open=True),
+                                    help="Scatter buffer (GiB) before spilling to disk."),
     replace: bool = typer.Option(False, "--replace", help="Make the blend again."),
 ) -> None:
     """Mix catalog datasets by share of IMAGES into shuffled Parquet shards for the trainer.
@@ -107,7 +115,7 @@ def blend(
     req = BlendRequest(weights=weights, images=images, seed=seed, name=name,
                        coyo_group=coyo_group, allow_upsample=allow_upsample, normalize=normalize,
                        shard_size=shard_size, row_group_size=row_group_size,
-                       memory_bytes=int(memory_gb * (1 << 30)), replace=replace)
+                       memory_bytes=max(1, int(memory_gb * (1 << 30))), replace=replace)
     m = run(Path(state.workspace), req, quiet=not console.is_terminal)
     console.print(f"blend [bold]{m['name']}[/bold]: {m['num_samples']} samples, "
                   f"{m['num_images']} images, {m['num_text_words']} text words, "

@@ -6,7 +6,8 @@ import typer
 from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
-from vilactl.pipeline.cli.context import console, state
+from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE, SEED, console, in_range, state
 
 
 def score(
@@ -15,7 +16,7 @@ def score(
                                                "the demo's own)."),
     pretrained: str | None = typer.Option("openai", help="open_clip weights tag or a local "
                                                          "checkpoint path (.safetensors)."),
-    batch_size: int = typer.Option(256, help="Pairs per forward pass."),
+    batch_size: int = typer.Option(256, callback=COUNT, help="Pairs per forward pass."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_scores)."),
     replace: bool = typer.Option(False, "--replace", help="Recompute all shards."),
 ) -> None:
@@ -31,8 +32,8 @@ def score(
 
 def curate(
     corpus: str = typer.Argument("coyo", help="coyo (image-text pairs)."),
-    top_k: int = typer.Option(..., "--top-k", help="Keep exactly this many pairs (VILA: "
-                                                  "25000000 of COYO-700M)."),
+    top_k: int = typer.Option(..., "--top-k", callback=COUNT,
+                              help="Keep exactly this many pairs (VILA: 25000000 of COYO-700M)."),
     dataset: str | None = typer.Option(None, help="Dataset to select from (COYO metadata or "
                                                   "downloaded images); default: the newest "
                                                   "one curate did not make."),
@@ -64,23 +65,31 @@ def build(
                                           "VILA's MMC4) | after | shuffled (a control) | pairs "
                                           "(each image with its sentence)."),
     dataset: str = typer.Option("mmc4", help="Downloaded MMC4 documents (mmc4-images)."),
-    max_images: int = typer.Option(6, help="Images KEPT per document in the output (VILA: 6; "
-                                           "which ones: --image-order)."),
+    max_images: int = typer.Option(6, callback=COUNT,
+                                   help="Images KEPT per document in the output (VILA: 6; "
+                                        "which ones: --image-order)."),
     image_order: str = typer.Option("page", help="page: the first --max-images images in page "
                                                  "order (VILA); sentence: those matched to the "
                                                  "earliest sentences."),
-    seed: int = typer.Option(0, help="Seed of the shuffled variant."),
-    min_sentences: int = typer.Option(4, help="Filter: drop documents with fewer sentences."),
-    max_sentences: int = typer.Option(40, help="Filter: drop documents with more sentences."),
-    min_images: int = typer.Option(2, help="Filter: drop documents with fewer images."),
-    max_images_per_doc: int = typer.Option(15, help="Filter: drop documents with MORE images "
-                                                    "than this (mmc4-core); unlike "
-                                                    "--max-images, which trims the kept ones."),
-    min_strong_share: float = typer.Option(0.75, help="Filter: share of a document's image "
-                                                      "assignments that must have similarity "
-                                                      "> 0.25."),
-    min_side: int = typer.Option(0, help="Filter: smallest image side in pixels (0: any)."),
-    max_aspect: float = typer.Option(0.0, help="Filter: largest aspect ratio (0: any)."),
+    seed: int = typer.Option(0, callback=SEED, help="Seed of the shuffled variant."),
+    min_sentences: int = typer.Option(4, callback=NON_NEGATIVE,
+                                      help="Filter: drop documents with fewer sentences."),
+    max_sentences: int = typer.Option(40, callback=NON_NEGATIVE,
+                                      help="Filter: drop documents with more sentences."),
+    min_images: int = typer.Option(2, callback=NON_NEGATIVE,
+                                   help="Filter: drop documents with fewer images."),
+    max_images_per_doc: int = typer.Option(15, callback=NON_NEGATIVE,
+                                           help="Filter: drop documents with MORE images than "
+                                                "this (mmc4-core); unlike --max-images, which "
+                                                "trims the kept ones."),
+    min_strong_share: float = typer.Option(0.75, callback=in_range(0, 1),
+                                           help="Filter: share of a document's image "
+                                                "assignments that must have similarity > 0.25."),
+    min_side: int = typer.Option(0, callback=NON_NEGATIVE,
+                                 help="Filter: smallest image side in pixels (0: any)."),
+    max_aspect: float = typer.Option(0.0, callback=NON_NEGATIVE,
+                                     help="Filter: largest aspect ratio, long side / short "
+                                          "side: 0 (any) or ≥ 1."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_<VARIANT>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
     rescore: bool = typer.Option(False, "--rescore", help="Recompute each document's "
@@ -96,6 +105,11 @@ def build(
 
     if corpus != "mmc4":
         raise VilactlError(f"build supports mmc4, not {corpus!r}")
+    check_range(max_sentences, "--max-sentences", min_sentences, lo_name="--min-sentences")
+    check_range(max_images_per_doc, "--max-images-per-doc", min_images,
+                lo_name="--min-images")
+    if 0 < max_aspect < 1:                # a long/short side ratio is never below 1
+        raise VilactlError(f"--max-aspect must be 0 (any) or ≥ 1, got {max_aspect}")
     core = CoreFilter(min_sentences, max_sentences, min_images, max_images_per_doc,
                       min_strong_share=min_strong_share, min_side=min_side,
                       max_aspect=max_aspect)

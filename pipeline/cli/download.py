@@ -7,7 +7,10 @@ from pathlib import Path
 import typer
 
 from vilactl.base.errors import VilactlError
-from vilactl.curation.images import DEFAULT_MAX_PIXELS
+from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.context import COUNT, in_range
+
+SECONDS = in_range(0, 86400, lo_open=True)     # a day at most per URL
 
 
 class Corpus(str, Enum):
@@ -33,25 +36,34 @@ def download(
         None, help="A catalog dataset to download instead of a glob (e.g. a registered or "
                    "curated metadata selection: select first, download only what was kept)."),
     name: str | None = typer.Option(None, help="Output dataset name (default: the corpus)."),
-    shard_size: int = typer.Option(10_000, help="Rows (pairs or documents) per work unit."),
-    image_size: int = typer.Option(336, help="Target size (short side with keep_ratio)."),
+    shard_size: int = typer.Option(10_000, callback=COUNT,
+                                   help="Rows (pairs or documents) per work unit."),
+    image_size: int = typer.Option(336, callback=in_range(1, 16384),
+                                   help="Target size (short side with keep_ratio)."),
     resize_mode: str = typer.Option("keep_ratio", help="img2dataset resize mode: keep_ratio, "
                                                        "center_crop, border, no."),
     upscale: bool = typer.Option(False, "--upscale", help="Also enlarge smaller images."),
     fmt: str = typer.Option("parquet", "--format", help="parquet or webdataset (coyo)."),
-    retries: int = typer.Option(0, help="Per-URL retries inside img2dataset."),
-    shard_retries: int = typer.Option(2, help="Ray retries of a unit whose task failed."),
+    retries: int = typer.Option(0, callback=in_range(0, 100),
+                                help="Per-URL retries inside img2dataset."),
+    shard_retries: int = typer.Option(2, callback=in_range(0, 100),
+                                      help="Ray retries of a unit whose task failed."),
     retry_failed: bool = typer.Option(False, "--retry-failed",
                                       help="Re-attempt URLs that failed transiently (timeouts, "
                                            "5xx, cut transfers) in an earlier run."),
-    timeout: float = typer.Option(10.0, help="Seconds a connection or read may stall before "
-                                             "the URL counts as timed out."),
-    deadline: float | None = typer.Option(None, help="Total seconds per URL, redirects and "
-                                                     "slow bodies included (default: 3 × "
-                                                     "--timeout)."),
-    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, help="Larger images are not decoded "
-                                                            "and count as too_large."),
-    threads: int = typer.Option(64, help="Download threads per unit."),
+    timeout: float = typer.Option(10.0, callback=SECONDS,
+                                  help="Seconds a connection or read may stall before the URL "
+                                       "counts as timed out."),
+    deadline: float | None = typer.Option(None, callback=SECONDS,
+                                          help="Total seconds per URL, redirects and slow "
+                                               "bodies included, at least --timeout (default: "
+                                               "3 × --timeout)."),
+    max_pixels: int | None = typer.Option(None, callback=COUNT,
+                                          help="Larger images are not decoded and count as "
+                                               "too_large (default: VILACTL_MAX_PIXELS, else "
+                                               "64000000)."),
+    threads: int = typer.Option(64, callback=in_range(1, 1024),
+                                help="Download threads per unit."),
     keep_partial: bool = typer.Option(False, "--keep-partial-docs",
                                       help="mmc4: keep documents that lost images (dropping "
                                            "those images); default requires all images (VILA)."),
@@ -82,14 +94,16 @@ def download(
         raise VilactlError("--docs is for mmc4; COYO takes --metadata")
     if corpus is Corpus.mmc4 and metadata:
         raise VilactlError("--metadata is for coyo; MMC4 takes --docs")
+    check_range(deadline, "--deadline", timeout, lo_name="--timeout")
+    from vilactl.curation.images import DEFAULT_MAX_PIXELS
+
+    max_pixels = max_pixels or DEFAULT_MAX_PIXELS
     opts = FetchOptions(image_size=image_size, resize_mode=resize_mode,
                         resize_only_if_bigger=not upscale, timeout=timeout, retries=retries,
                         threads=threads, respect_opt_outs=not ignore_opt_outs,
                         allow_private_network=allow_private_network,
                         allow_hosts=tuple(allow_host), url_map=_url_map(url_map),
                         deadline=deadline, max_pixels=max_pixels)
-    if timeout <= 0 or (deadline is not None and deadline <= 0) or max_pixels <= 0:
-        raise VilactlError("--timeout, --deadline and --max-pixels must be positive")
     req = DownloadRequest(kind=corpus.value, name=name or corpus.value,
                           pattern=metadata or docs, from_dataset=from_dataset, fmt=fmt,
                           shard_size=shard_size, shard_retries=shard_retries,

@@ -6,6 +6,8 @@ from pathlib import Path
 import typer
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.context import COUNT
 
 
 def eval_cmd(
@@ -17,7 +19,8 @@ def eval_cmd(
     dataset: list[str] = typer.Option([], "--dataset", help="Held-out dataset(s) in the "
                                                             "training-sample schema (default: "
                                                             "eval_vqa, eval_caption, eval_text)."),
-    limit: int | None = typer.Option(None, help="Only the first N examples of each set."),
+    limit: int | None = typer.Option(None, callback=COUNT,
+                                     help="Only the first N examples of each set."),
 ) -> None:
     """Evaluate a checkpoint: VQA exact match (with blank-image and majority-answer
     controls), captioning CIDEr, text-only accuracy; results into the catalog's evals."""
@@ -28,6 +31,8 @@ def eval_cmd(
         ks = [int(s) for s in shots.split(",") if s.strip()]
     except ValueError as e:
         raise VilactlError(f"--shots takes numbers like 0,4, got {shots!r}") from e
+    for k in ks:
+        check_range(k, "--shots", 0)
     req = EvalRequest(checkpoint=checkpoint, shots=ks, datasets=dataset or list(DEMO_EVAL),
                       limit=limit)
     evaluate(Path(state.workspace), req, console)

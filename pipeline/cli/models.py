@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from vilactl.pipeline.cli.context import COUNT, SEED, in_range
+
 CKPT_HELP = ("Checkpoint: a catalog id (sft@120), a run or stage name (its newest final "
              "checkpoint) or a checkpoint folder; default: the newest SFT checkpoint.")
 
@@ -43,11 +45,14 @@ def generate(
     checkpoint: str | None = typer.Option(None, help=CKPT_HELP),
     model: str | None = typer.Option(None, "--model", help="An exported folder, loaded with "
                                                            "transformers instead."),
-    max_new_tokens: int = typer.Option(32, help="Most tokens to generate."),
-    temperature: float = typer.Option(0.0, help="0 = greedy; else sample at this temperature."),
-    top_p: float = typer.Option(1.0, help="Nucleus sampling mass (with --temperature)."),
-    seed: int = typer.Option(0, help="Seed of sampling."),
-    batch_size: int = typer.Option(32, help="Prompts per forward pass (--input)."),
+    max_new_tokens: int = typer.Option(32, callback=COUNT,
+                                       help="Most tokens to generate."),
+    temperature: float = typer.Option(0.0, callback=in_range(0, 100),
+                                      help="0 = greedy; else sample at this temperature."),
+    top_p: float = typer.Option(1.0, callback=in_range(0, 1, lo_open=True),
+                                help="Nucleus sampling mass (with --temperature)."),
+    seed: int = typer.Option(0, callback=SEED, help="Seed of sampling."),
+    batch_size: int = typer.Option(32, callback=COUNT, help="Prompts per forward pass (--input)."),
 ) -> None:
     """Answer a prompt about images with a trained model, in the prompt format it was trained
     and evaluated with (USER: <image> question ASSISTANT:)."""
@@ -57,8 +62,6 @@ def generate(
     from vilactl.train.generate import Decoding
 
     decoding = Decoding(max_new_tokens, temperature, top_p, seed).check()
-    if batch_size < 1:
-        raise VilactlError(f"--batch-size must be ≥ 1, got {batch_size}")
     workspace = Path(state.workspace)
     if input is not None:
         if prompt is not None or image:

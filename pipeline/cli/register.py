@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vilactl.pipeline.cli.context import console, state
+from vilactl.pipeline.cli.context import COUNT, SEED, console, state
 
 register_app = typer.Typer(help="Validate real-format corpora and record them in the catalog "
                                 "(nothing is downloaded).", no_args_is_help=True)
@@ -70,7 +70,7 @@ def register_llava(
     name: str = typer.Option("llava", help="Catalog dataset name."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad records "
                                                              "instead of stopping."),
-    shard_size: int = typer.Option(1000, help="Samples per Parquet shard."),
+    shard_size: int = typer.Option(1000, callback=COUNT, help="Samples per Parquet shard."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
 ) -> None:
     """Convert LLaVA-format conversations (human/gpt turns, <image> marks) into training
@@ -85,12 +85,14 @@ def register_text_instruct(
     data: str = typer.Option(..., help="Glob of JSONL or Parquet files."),
     input_field: str = typer.Option("inputs", help="Field holding the instruction."),
     target_field: str = typer.Option("targets", help="Field holding the answer."),
-    sample: int | None = typer.Option(None, help="Keep N rows: evenly spaced, or a seeded "
-                                                 "sample with --seed (VILA took 1M of FLAN)."),
-    seed: int | None = typer.Option(None, help="Seed for --sample (default: evenly spaced)."),
+    sample: int | None = typer.Option(None, callback=COUNT,
+                                      help="Keep N rows: evenly spaced, or a seeded sample with "
+                                           "--seed (VILA took 1M of FLAN)."),
+    seed: int | None = typer.Option(None, callback=SEED,
+                                    help="Seed for --sample (default: evenly spaced)."),
     name: str = typer.Option("text_instruct", help="Catalog dataset name."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Skip and count bad rows."),
-    shard_size: int = typer.Option(10_000, help="Samples per Parquet shard."),
+    shard_size: int = typer.Option(10_000, callback=COUNT, help="Samples per Parquet shard."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
 ) -> None:
     """Convert FLAN-style input/target rows into user → assistant text-only samples."""

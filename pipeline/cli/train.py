@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE
+
 
 def train(
     stage: str = typer.Option(..., help="projector (stage 0), pretrain (1) or sft (2)."),
@@ -13,8 +15,10 @@ def train(
                                                  "(default), vila-7b, vila-13b."),
     blend: str | None = typer.Option(None, help="Blend (catalog dataset) to train on; default "
                                                 "from the config's stage."),
-    steps: int | None = typer.Option(None, help="Optimizer steps (default from the config)."),
-    lora: int | None = typer.Option(None, help="LoRA rank for the LLM (0 = full weights)."),
+    steps: int | None = typer.Option(None, callback=COUNT,
+                                     help="Optimizer steps (default from the config)."),
+    lora: int | None = typer.Option(None, callback=NON_NEGATIVE,
+                                    help="LoRA rank for the LLM (0 = full weights)."),
     init: str | None = typer.Option(None, help="Start from this catalog checkpoint instead of "
                                                "the previous stage's newest one of this "
                                                "model shape."),

@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 from vilactl.base import atomic
+from vilactl.base.paths import check_workspace
 from vilactl.catalog import db, report_data
 
 CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -217,6 +218,8 @@ def build(workspace: Path, out: Path | None = None, force: bool = False) -> Path
     page = (f"{HEAD}<style>{CSS}</style><script>{SCRIPT}</script></head><body>"
             f"<h1>vilactl report</h1><p class='muted'>{html.escape(str(workspace.resolve()))}"
             f" · {datetime.now():%Y-%m-%d %H:%M}</p>{body}</body></html>")
+    if out == workspace / "report.html":     # one line if the workspace is read-only
+        check_workspace(workspace, write=True)
     with write_errors(out):
         atomic.write_text(out, page)
     return out

@@ -59,7 +59,47 @@ def ray_session(address: str | None) -> Iterator[None]:
     try:
         yield
     finally:
+        if address:
+            remove_helper_actors()
         ray.shutdown()
+
+
+# Detached actors Ray Data starts on a cluster and never stops (named, shared by every job that
+# uses Ray Data there): its stats, the actor-location tracker, the autoscaling coordinator, …
+RAY_DATA_HELPERS = frozenset({"datasets_stats_actor", "ActorLocationTracker",
+                              "AutoscalingCoordinator", "AutoscalingRequester",
+                              "DataUsageCollectionActor", "datasets_stats_summary_actor",
+                              "mem_tracing_actor"})
+
+
+def remove_helper_actors(wait_s: float = 10.0) -> list[str]:
+    """Stop the detached actors this command left on a cluster: those its job created (vilactl
+    makes none itself, so they are Ray Data's) and Ray Data's named helpers an earlier job
+    left. Only when no other driver is connected — another job may be using the shared
+    helpers. Returns the names stopped; best effort, silent: the command's outcome stands."""
+    try:
+        import ray
+        from ray._private import state
+
+        me = ray.get_runtime_context().get_job_id()
+        if any(not j.get("IsDead") and j.get("JobID") != me for j in state.jobs()):
+            return []
+        doomed = {a["ActorID"]: a.get("Name") or a.get("ActorClassName") for a in
+                  state.actors(actor_state_name="ALIVE").values()
+                  if a.get("IsDetached") and (a.get("JobID") == me
+                                              or a.get("Name") in RAY_DATA_HELPERS)}
+        core = ray._private.worker.global_worker.core_worker
+        for actor_id in doomed:
+            core.kill_actor(ray.ActorID.from_hex(actor_id), True)
+        deadline = time.monotonic() + wait_s
+        while doomed and time.monotonic() < deadline:
+            alive = state.actors(actor_state_name="ALIVE")
+            if not any(a in alive for a in doomed):
+                break
+            time.sleep(0.2)
+        return sorted(doomed.values())
+    except Exception:  # noqa: BLE001 — cleanup must never turn a result into a traceback
+        return []
 
 
 def check_reachable(address: str, timeout: float = 10.0) -> None:
