@@ -20,13 +20,12 @@ from pathlib import Path
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import check_workspace
+from vilactl.base.ranges import env_number
 
 LOCK_WAIT_S = 30.0
 
 
 def lock_wait() -> float:
-    from vilactl.base.ranges import env_number
-
     return env_number("VILACTL_LOCK_WAIT", LOCK_WAIT_S, 0, 10**7)
 
 
