@@ -240,3 +240,12 @@ def run_shape(row: dict) -> dict:
     shape["status"] = row["status"] in ("ok", "failed")
     shape["error_iff_failed"] = (row["error"] is not None) == (row["status"] == "failed")
     return shape
+
+
+@pytest.fixture
+def guard(tmp_path) -> Untouched:
+    """A new, empty workspace (catalog only) with a sentinel beside it, snapped for checks."""
+    g = Untouched(tmp_path)
+    run_cli("init", workspace=g.ws, check=True)
+    g.snap()
+    return g

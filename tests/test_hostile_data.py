@@ -9,15 +9,7 @@ import zipfile
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import Untouched, failed_runs, one_line_error, run_cli, sql
-
-
-@pytest.fixture
-def guard(tmp_path):
-    g = Untouched(tmp_path)
-    run_cli("init", workspace=g.ws, check=True)
-    g.snap()
-    return g
+from conftest import failed_runs, one_line_error, run_cli, sql
 
 
 @pytest.fixture

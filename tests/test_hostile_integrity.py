@@ -12,17 +12,9 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import Untouched, failed_runs, one_line_error, run_cli, sql
+from conftest import failed_runs, one_line_error, run_cli, sql
 
 from vilactl.curation.records import sample_table, segment
-
-
-@pytest.fixture
-def guard(tmp_path):
-    g = Untouched(tmp_path)
-    run_cli("init", workspace=g.ws, check=True)
-    g.snap()
-    return g
 
 
 @pytest.fixture
