@@ -21,12 +21,12 @@ read at each call so tests and users can raise them):
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from typing import IO, Any
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.ranges import env_number
 
 DEFAULT_MAX_DEPTH = 64
 DEFAULT_MAX_RECORD_BYTES = 64 << 20
@@ -39,16 +39,7 @@ _INNERMOST = re.compile(r"\[\]|\{\}")
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise VilactlError(f"{name}={raw!r}: expected a positive integer") from None
-    if value <= 0:
-        raise VilactlError(f"{name}={raw!r}: expected a positive integer")
-    return value
+    return env_number(name, default, 1, None, integer=True)
 
 
 def max_depth() -> int:

@@ -23,6 +23,7 @@ import duckdb
 
 from vilactl.base.atomic import sha256_file
 from vilactl.base.errors import VilactlError
+from vilactl.base.ranges import env_number
 
 DEFAULT_HASH_BYTES = 4 << 20          # a file this small is hashed in full on every read
 HASH_BUDGET = 256 << 20               # … up to this many bytes per check
@@ -49,12 +50,8 @@ def recorded_shards(con: duckdb.DuckDBPyConnection, dataset: str | None = None
 
 
 def hash_bytes() -> int:
-    raw = os.environ.get("VILACTL_CHECK_HASH_BYTES", "")
-    try:
-        return max(0, int(raw)) if raw else DEFAULT_HASH_BYTES
-    except ValueError:
-        raise VilactlError(f"VILACTL_CHECK_HASH_BYTES={raw!r}: expected a number of bytes "
-                           "(0 turns the per-read sha256 off)") from None
+    """Files up to this size are hashed before each read (0 turns the per-read sha256 off)."""
+    return env_number("VILACTL_CHECK_HASH_BYTES", DEFAULT_HASH_BYTES, 0, None, integer=True)
 
 
 def _stat_change(rec: Recorded) -> tuple[str | None, os.stat_result | None]:

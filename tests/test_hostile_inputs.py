@@ -240,7 +240,10 @@ def test_every_numeric_option_is_range_checked(numbers):
         one_line_error(run_cli(*args, workspace=guard.ws), needle)
     for env, needle in [({"VILACTL_MAX_PIXELS": "abc"}, "VILACTL_MAX_PIXELS='abc' is not an "),
                         ({"VILACTL_MAX_ASPECT_RATIO": "0.5"}, "VILACTL_MAX_ASPECT_RATIO must be"),
-                        ({"VILACTL_LOCK_WAIT": "nan"}, "VILACTL_LOCK_WAIT must be a number")]:
+                        ({"VILACTL_LOCK_WAIT": "nan"}, "VILACTL_LOCK_WAIT must be a number"),
+                        ({"VILACTL_JSON_MAX_DEPTH": "0"}, "VILACTL_JSON_MAX_DEPTH must be"),
+                        ({"VILACTL_CHECK_HASH_BYTES": "-1"},
+                         "VILACTL_CHECK_HASH_BYTES must be a non-negative integer")]:
         one_line_error(run_cli("download", "coyo", "--from-dataset", "meta", "--name", "d",
                                workspace=guard.ws, env=env), needle)
     guard.check()

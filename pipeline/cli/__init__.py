@@ -80,6 +80,20 @@ def _global(
 ) -> None:
     state.workspace = workspace
     state.ray_address = ray_address
+    _check_environment()
+
+
+def _check_environment() -> None:
+    """Every VILACTL_* number is range-checked before a command starts, so that a bad value is
+    one line and never a failed run halfway through (docs/security.md, "Limits at a glance")."""
+    from vilactl.base import json_bounds, locks
+    from vilactl.catalog import integrity
+    from vilactl.curation import images  # noqa: F401  (reads its two limits on import)
+
+    locks.lock_wait()
+    json_bounds.max_depth()
+    json_bounds.max_record_bytes()
+    integrity.hash_bytes()
 
 
 @app.command()
