@@ -37,6 +37,7 @@ import duckdb
 import pyarrow as pa
 
 from vilactl.base.errors import VilactlError
+from vilactl.base.paths import check_workspace
 from vilactl.catalog import db
 
 
@@ -99,7 +100,8 @@ def _snapshot(workspace: Path, memory_gb: float) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(":memory:", config=config)
     # DuckDB draws a progress bar on stdout after 2 s, even into a pipe or a CSV
     con.execute("SET enable_progress_bar = false")
-    path = str(db.catalog_path(workspace).resolve()).replace("'", "''")
+    # checked first: resolve() of a symlink loop is a RuntimeError, not a line
+    path = str(db.catalog_path(check_workspace(workspace)).resolve()).replace("'", "''")
     try:
         # db.reader waits for a writer to finish and brings an older catalog up to date
         with db.reader(workspace):

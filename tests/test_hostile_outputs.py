@@ -257,8 +257,11 @@ def _threads(pid: int) -> list[str]:
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_ctrl_c_stops_a_long_query_and_writers_never_wait_for_it(guard):
+    # SIGINT back to its default in the child: a shell's background job (CI run with `&`)
+    # inherits it ignored, and Python then never turns it into KeyboardInterrupt
     proc = subprocess.Popen([*CLI, "--workspace", str(guard.ws), "sql", LONG],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while "vilactl-sql" not in _threads(proc.pid):      # the query's thread is running
