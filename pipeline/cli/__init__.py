@@ -86,7 +86,7 @@ def _global(
 def _check_environment() -> None:
     """Every VILACTL_* number is range-checked before a command starts, so that a bad value is
     one line and never a failed run halfway through (docs/security.md, "Limits at a glance")."""
-    from vilactl.base import json_bounds, locks
+    from vilactl.base import json_bounds, locks, progress
     from vilactl.catalog import integrity
     from vilactl.curation import images  # noqa: F401  (reads its two limits on import)
 
@@ -94,6 +94,7 @@ def _check_environment() -> None:
     json_bounds.max_depth()
     json_bounds.max_record_bytes()
     integrity.hash_bytes()
+    progress.every_seconds()
 
 
 @app.command()

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from vilactl.base.console import new_console
 
-console = Console()
-err_console = Console(stderr=True)
+# Never wrapping a line; tables at their natural width off a terminal (base/console.py).
+console = new_console()
+err_console = new_console(stderr=True)
 
 
 class State:

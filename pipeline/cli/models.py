@@ -81,9 +81,8 @@ def generate(
 
 def _batch(workspace: Path, input: str, out: str | None, force: bool, checkpoint: str | None,
            model: str | None, decoding, batch_size: int) -> None:
-    from rich.progress import Progress
-
     from vilactl.base import atomic
+    from vilactl.base.progress import Phase
     from vilactl.pipeline.cli.context import err_console
     from vilactl.pipeline.cli.output import write_stdout
     from vilactl.pipeline.jobs import generate as job
@@ -93,10 +92,8 @@ def _batch(workspace: Path, input: str, out: str | None, force: bool, checkpoint
     target = check_file(workspace, out, "--out", inputs=(Path(input),), force=force) \
         if out else None
     gen = job.load_generator(workspace, checkpoint, model)
-    with Progress(console=err_console, transient=True) as bar:
-        task = bar.add_task("answering", total=len(rows))
-        answers = job.answer_rows(gen, rows, decoding, batch_size,
-                                  progress=lambda n: bar.advance(task, n))
+    with Phase(err_console, "generate", len(rows), "answers") as bar:
+        answers = job.answer_rows(gen, rows, decoding, batch_size, progress=bar.advance)
     text = "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in answers)
     if target is None:
         write_stdout(text.encode("utf-8"))

@@ -192,7 +192,8 @@ def print_summary(console: Console, workspace: Path) -> None:
     for col in ("name", "kind", "samples", "images", "texts", "size", "shards", "parents"):
         t.add_column(col, justify="right" if col in ("samples", "images", "texts", "size",
                                                      "shards") else "left",
-                     overflow="fold", no_wrap=col in ("samples", "images", "texts", "size"))
+                     overflow="fold",
+                     no_wrap=col in ("name", "kind", "samples", "images", "texts", "size"))
     for d in s["datasets"]:
         t.add_row(*(Text(v) for v in (d["name"], d["kind"], _cell(d["num_samples"]),
                                        _cell(d["num_images"]), _cell(d["num_texts"]),

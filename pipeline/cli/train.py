@@ -53,6 +53,7 @@ def train(
     finally:
         teardown()                     # torchrun: leave the process group cleanly
     if "final_loss" in s and os.environ.get("RANK", "0") == "0":   # once under torchrun
-        console.print(f"trained {stage}: loss {s['first_loss']:.4f} → {s['final_loss']:.4f} "
+        console.print(f"trained {stage}: mean loss of the first 10% of steps "
+                      f"{s['first_loss']:.4f} → of the last 10% {s['final_loss']:.4f} "
                       f"({s['loss_drop']:.0%} lower), {s['tokens_per_s']:,.0f} tok/s, "
-                      f"padding {s['padding_share']:.1%}")
+                      f"padding {s['padding_share']:.1%}", highlight=False)

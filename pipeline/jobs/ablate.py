@@ -14,6 +14,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from vilactl.base.console import heading
 from vilactl.base.errors import VilactlError
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import dataset_shards, find_checkpoint
@@ -66,7 +67,7 @@ def _runs(workspace: Path, console: Console, images: int, projector: str, pretra
         name = "ablate_" + key.replace("+", "_").replace("-", "_")
         blend(workspace, BlendRequest(weights=weights, images=images, seed=seed, name=name,
                                       coyo_group=4, replace=True), quiet=True)
-        console.rule(f"ablation {key}: {images} images")
+        heading(console, f"ablation {key}: {images} images")
         train(workspace, TrainRequest("pretrain", config=config, blend=name,
                                       steps=pretrain_steps, init=projector,
                                       name=f"{name}-pretrain", replace=True,
@@ -74,7 +75,8 @@ def _runs(workspace: Path, console: Console, images: int, projector: str, pretra
         train(workspace, TrainRequest("sft", config=config, steps=sft_steps,
                                       init=f"{name}-pretrain", name=f"{name}-sft",
                                       replace=True, replace_dependents=True), console)
-        res = evaluate(workspace, EvalRequest(checkpoint=f"{name}-sft"), Console(quiet=True))
+        res = evaluate(workspace, EvalRequest(checkpoint=f"{name}-sft"), console,
+                       show_table=False)
         got = {(r["dataset"], r["metric"], r["shots"]): r["value"] for r in res}
         rows.append({"pretraining": key, **{f"{d}:{m}:{k}": got.get((d, m, k))
                                             for d, m, k in COLUMNS},

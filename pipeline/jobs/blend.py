@@ -21,12 +21,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
-from rich.progress import track
 
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
+from vilactl.base.progress import tracked
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import (
     Dataset,
@@ -164,8 +164,7 @@ def _scatter(sources: list[Source], p: Plan, req: BlendRequest, buckets: Buckets
             if len(mine):   # sorted by place, so one take files rows in shard order
                 jobs.append((i, k, mine[np.argsort(p.position[first[i] + mine], kind="stable")]))
     tables = _ordered(read, jobs)
-    for table in (tables if quiet else track(tables, total=len(jobs),
-                                             description="blend: reading", transient=True)):
+    for table in tracked(tables, "blend: reading", len(jobs), "source files", quiet):
         buckets.add(table, table["pos"].to_numpy() // req.shard_size)
 
 
@@ -188,8 +187,7 @@ def _gather(tmp: Path, p: Plan, req: BlendRequest, buckets: Buckets, quiet: bool
     n_out = -(-p.num_samples // req.shard_size)
     done = _ordered(write, list(range(n_out)))
     out = []
-    for shard, per in (done if quiet else track(done, total=n_out, description="blend: writing",
-                                                 transient=True)):
+    for shard, per in tracked(done, "blend: writing", n_out, "shards", quiet):
         out.append(shard)
         for name, (images, words) in per.items():
             stats[name].update(images=images, text_words=words)

@@ -156,8 +156,7 @@ def clip_dir(ctx: DemoContext) -> Path:
 
 
 def step_train_clip(ctx: DemoContext) -> dict:
-    from rich.progress import Progress
-
+    from vilactl.base.progress import Phase
     from vilactl.catalog.rows import record_checkpoint
     from vilactl.curation.demo_clip import train_demo_clip
 
@@ -165,12 +164,10 @@ def step_train_clip(ctx: DemoContext) -> dict:
     args = {"seed": ctx.config.seed, "steps": steps, "pairs": pairs, "batch_size": batch}
     with jobs.job(ctx.workspace, "vilactl demo-clip", args,
                   target="checkpoints/demo-clip") as job, \
-            Progress(console=ctx.console, transient=True) as bar:
-        task = bar.add_task("train demo CLIP", total=steps)
+            Phase(ctx.console, "demo CLIP", steps, "steps") as bar:
         meta = train_demo_clip(clip_dir(ctx), seed=ctx.config.seed, steps=steps, pairs=pairs,
                                batch_size=batch,
-                               progress=lambda s, loss: bar.update(
-                                   task, completed=s, description=f"demo CLIP loss {loss:.3f}"))
+                               progress=lambda s, loss: bar.update(s, status=f"loss {loss:.3f}"))
         job.counts.update(steps=steps, final_loss=meta["final_loss"])
         job.commit(lambda con: record_checkpoint(
             con, "demo-clip", "clip", job.run.id, meta["weights"], steps,
@@ -185,7 +182,7 @@ def step_score_coyo(ctx: DemoContext) -> dict:
 
     spec = ScorerSpec(DEMO_CLIP, str(clip_dir(ctx) / WEIGHTS_FILE))
     ds = score(ctx.workspace, ScoreRequest("coyo", spec, replace=True), ctx.ray_address,
-               ctx.console, quiet=True)
+               ctx.console)
     return {"scored": ds.num_samples}
 
 

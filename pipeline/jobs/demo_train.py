@@ -13,7 +13,8 @@ def _stage(ctx, stage: str) -> dict:
     # chain of checkpoints, the later stages and the eval after it
     s = train(ctx.workspace, TrainRequest(stage=stage, steps=steps, replace=True,
                                           replace_dependents=True), ctx.console)
-    return {"loss": f"{s['first_loss']:.3f}->{s['final_loss']:.3f}",
+    # the mean loss of the first and of the last 10% of steps (a single step's loss is noisy)
+    return {"loss_first10%": round(s["first_loss"], 3), "loss_last10%": round(s["final_loss"], 3),
             "loss_drop": round(s["loss_drop"], 3), "tok_per_s": round(s["tokens_per_s"]),
             "padding": round(s["padding_share"], 4)}
 
@@ -31,11 +32,10 @@ def step_sft(ctx) -> dict:
 
 
 def step_eval(ctx) -> dict:
-    from rich.console import Console
 
     from vilactl.pipeline.jobs.eval import EvalRequest, evaluate
 
-    res = evaluate(ctx.workspace, EvalRequest(), Console(quiet=True))
+    res = evaluate(ctx.workspace, EvalRequest(), ctx.console, show_table=False)
     pick = {("eval_vqa", "accuracy", 0): "vqa_0shot", ("eval_vqa", "accuracy", 4): "vqa_4shot",
             ("eval_vqa", "accuracy_blank_image", 0): "vqa_blank_image",
             ("eval_vqa", "majority_baseline", 0): "vqa_majority",

@@ -21,6 +21,7 @@ from rich.table import Table
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.paths import contained
+from vilactl.base.progress import Phase
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import dataset_shards, record_evals
 from vilactl.pipeline.jobs import checkpoints
@@ -44,7 +45,10 @@ def _rows(workspace: Path, name: str, limit: int | None) -> list[dict]:
     return rows[:limit] if limit else rows
 
 
-def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
+def evaluate(workspace: Path, req: EvalRequest, console: Console,
+             show_table: bool = True) -> list[dict]:
+    """Every set × shot count of `req`, recorded in `evals`; progress on `console` and, with
+    `show_table`, the results table (the demo and ablate print their own summaries)."""
     if any(k < 0 for k in req.shots):
         raise VilactlError(f"--shots must be ≥ 0, got {req.shots}")
     row, folder, model, tok, _ = checkpoints.load(workspace, req.checkpoint)
@@ -58,28 +62,37 @@ def evaluate(workspace: Path, req: EvalRequest, console: Console) -> list[dict]:
                                               "datasets": req.datasets},
                   target=f"evals/{ck}") as job:
         predictions: dict[str, str] = {}      # written once every set is evaluated
-        for name in req.datasets:
-            results += _dataset(workspace, ev, name, ck, predictions, req)
+        sets = {name: _items(workspace, name, req) for name in req.datasets}
+        passes = sum(len(req.shots) + (task_of(its) == "vqa") for its in sets.values())
+        with Phase(console, "eval", passes, "passes") as progress:
+            for name, its in sets.items():
+                results += _dataset(workspace, ev, name, its, ck, predictions, req, progress)
         for file, text in predictions.items():
             atomic.write_text(out / file, text)
         job.counts.update({f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"]
                            for r in results})
         job.commit(lambda con: record_evals(con, results, job.run.id))
-    console.print(table(results, ck))
+    if show_table:
+        console.print(table(results, ck))
     return results
 
 
-def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, predictions: dict[str, str],
-             req: EvalRequest) -> list[dict]:
-    """Every shot count of one eval set (and the VQA controls); its predictions (JSON, by
-    file name) added to `predictions`."""
+def _items(workspace: Path, name: str, req: EvalRequest) -> list:
     its = items(_rows(workspace, name, req.limit))
     if not its:
         raise VilactlError(f"dataset {name!r} has no samples ending in an answer")
+    return its
+
+
+def _dataset(workspace: Path, ev: Evaluator, name: str, its: list, ck: str,
+             predictions: dict[str, str], req: EvalRequest, progress: Phase) -> list[dict]:
+    """Every shot count of one eval set (and the VQA controls); its predictions (JSON, by
+    file name) added to `predictions`; one `progress` step per pass over the set."""
     task, results = task_of(its), []
     base = {"checkpoint": ck, "dataset": name, "task": task, "n": len(its)}
     for k in req.shots:
         r = ev.run(its, task, k)
+        progress.advance(status=f"{name} {k}-shot {r['metric']} {r['value']:.3f}")
         results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
         results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
                     for kind, v in r["by_kind"].items()]
@@ -88,6 +101,7 @@ def _dataset(workspace: Path, ev: Evaluator, name: str, ck: str, predictions: di
               "prediction": p} for it, p in zip(its, r["predictions"])], indent=1)
     if task == "vqa":
         results += _controls(workspace, ev, its, base, req)
+        progress.advance(status=f"{name} blank-image control")
     return results
 
 

@@ -11,13 +11,11 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from rich.progress import track
-
 from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
-from vilactl.base.progress import Phase
+from vilactl.base.progress import Phase, tracked
 from vilactl.catalog import jobs
 from vilactl.catalog.checks import duplicates_problem
 from vilactl.catalog.rows import Dataset, resolve
@@ -114,7 +112,7 @@ def normalise_mmc4(paths: list[Path], folder: Path, quiet: bool = False) -> list
     input file; doc_ids must be unique across all of them. (Stats name the files in `folder`;
     callers write into a temp folder that is renamed into place.)"""
     stats: list[FileStats] = []
-    it = paths if quiet else track(paths, description="validating MMC4", transient=True)
+    it = tracked(paths, "validating MMC4", len(paths), "files", quiet)
     for k, src in enumerate(it):
         docs = list(read_mmc4(src))
         out = folder / f"part-{k:05d}.parquet"

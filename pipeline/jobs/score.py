@@ -27,6 +27,7 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
+from vilactl.base.progress import Phase
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
@@ -150,7 +151,7 @@ def _expected_rows(paths: list[Path]) -> dict[str, int]:
 
 
 def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, info: dict,
-                   batch_size: int, device: str, progress: ShardProgress) -> dict:
+                   batch_size: int, device: str, progress: Phase) -> dict:
     import logging
 
     import ray.data
@@ -186,50 +187,16 @@ def _stream_scores(paths: list[Path], out: Path, spec: ScorerSpec, preprocess, i
     pending: dict[str, list[dict]] = defaultdict(list)
     counts = {"scored": 0, "undecodable": 0, "shards_written": 0}
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        progress.pairs(len(batch["key"]))
+        progress.advance(0, rows=len(batch["key"]))
         for path in np.unique(batch["path"]):
             sel = batch["path"] == path
             pending[path].append({k: batch[k][sel] for k in ("key", "id", "score")})
             if sum(len(b["key"]) for b in pending[path]) == expected[_norm(path, expected)]:
                 _write_shard(out, Path(_norm(path, expected)), pending.pop(path), info, counts)
-                progress.shard()
+                progress.advance()
     if pending:
         raise RuntimeError(f"scores incomplete for {len(pending)} shard(s)")
     return counts
-
-
-class ShardProgress:
-    """A bar of score files written, with the pairs/s scored so far."""
-
-    def __init__(self, shards: int, console, quiet: bool):
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        self.bar = Progress(TextColumn("[bold]score"), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("shards · {task.fields[rate]}"), TimeElapsedColumn(),
-                            console=console, disable=quiet)
-        self.task = self.bar.add_task("score", total=shards, rate="")
-        self.t0, self.n = time.monotonic(), 0
-
-    def __enter__(self) -> ShardProgress:
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.__exit__(*exc)
-
-    def pairs(self, n: int) -> None:
-        self.n += n
-        rate = self.n / max(time.monotonic() - self.t0, 1e-9)
-        self.bar.update(self.task, rate=f"{self.n:,} pairs, {rate:,.0f} pairs/s")
-
-    def shard(self) -> None:
-        self.bar.advance(self.task)
 
 
 @contextlib.contextmanager
@@ -312,7 +279,8 @@ def score(workspace: Path, req: ScoreRequest, ray_address: str | None, console,
             if not quiet:
                 console.print(f"scoring {len(todo)} of {len(paths)} shard(s) with "
                               f"{req.spec.model} on {scorer.device}")
-            with ray_session(ray_address), ShardProgress(len(todo), console, quiet) as bar:
+            with ray_session(ray_address), \
+                    Phase(console, "score", len(todo), "shards", quiet=quiet) as bar:
                 counts = _stream_scores(todo, out, req.spec, scorer.preprocess, info,
                                         req.batch_size, scorer.device, bar)
         return _dataset(job, req, paths, info, counts, time.monotonic() - t0)

@@ -11,6 +11,7 @@ same layout only.
 from __future__ import annotations
 
 import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from rich.console import Console
 from vilactl.base import atomic
 from vilactl.base.errors import Stopped, VilactlError
 from vilactl.base.paths import contained, output_dir
+from vilactl.base.progress import duration
 from vilactl.catalog import db, jobs
 from vilactl.catalog.rows import (
     Run,
@@ -264,7 +266,7 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
                              _loop_args(cfg, scfg.lr, steps, layout), d, out, resume_from,
                              _on_save(workspace, req, job.run, out, blend, parent), meta,
-                             lambda rec: _log(console, rec), stop)
+                             _StepLog(console, steps), stop)
         if "stopped_at" in summary:
             raise _stopped(stop.signum, req.out_name, summary, steps)
         summary.update(skipped={**stream.skipped,
@@ -343,9 +345,23 @@ def _on_save(workspace: Path, req: TrainRequest, run: Run, out: Path, blend: str
     return on_save
 
 
-def _log(console: Console, rec: dict) -> None:
-    console.print(f"  step {rec['step']:>5}  loss {rec['loss']:.4f}  lr {rec['lr']:.2e}  "
-                  f"{rec['tokens_per_s']:,.0f} tok/s  padding {rec['padding_share']:.1%}")
+class _StepLog:
+    """The step lines (every train.log_every steps): `step 40/120`, the step's loss, lr and
+    throughput, and the time left at the pace since the first line — a log reader's progress
+    line for the longest phase of all."""
+
+    def __init__(self, console: Console, steps: int):
+        self.console, self.steps, self.first = console, steps, None
+
+    def __call__(self, rec: dict) -> None:
+        now, step = time.monotonic(), rec["step"]
+        self.first = self.first or (now, step)
+        t0, s0 = self.first
+        eta = f"  eta {duration((now - t0) / (step - s0) * (self.steps - step))}" \
+            if step > s0 and step < self.steps else ""
+        self.console.print(f"  step {step:>5}/{self.steps}  loss {rec['loss']:.4f}  "
+                           f"lr {rec['lr']:.2e}  {rec['tokens_per_s']:,.0f} tok/s  "
+                           f"padding {rec['padding_share']:.1%}{eta}", highlight=False)
 
 
 def _loop_args(cfg, lr: float, steps: int, layout: config.Layout) -> LoopArgs:
