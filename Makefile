@@ -3,7 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# GPU users can lift the CPU pins: make install CONSTRAINTS=/dev/null
+# GPU users can lift the CPU pins on a fresh venv: make install CONSTRAINTS=/dev/null
 CONSTRAINTS ?= constraints.txt
 export NO_ALBUMENTATIONS_UPDATE := 1
 export RAY_USAGE_STATS_ENABLED := 0
@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/vilactl demo
+	@echo "vilactl lives in $(VENV)/bin: run 'source $(VENV)/bin/activate' to type the commands above"
 
 # The three training stages with the debug config on the demo blends (`vilactl demo` first
 # builds the blends and the demo CLIP if the workspace has none). Stages run in order:
