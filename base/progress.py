@@ -66,6 +66,7 @@ class Phase:
         self.what, self.total, self.unit = what, total, unit
         self.every = every_seconds() if every is None else every
         self.quiet, self.done, self.rows, self.status = quiet, 0, 0, ""
+        self._shown: tuple | None = None     # the state the last plain line showed
         self.live = self.console.is_terminal and not quiet
         self._bar: Progress | None = None
 
@@ -102,7 +103,7 @@ class Phase:
         return ", ".join(parts + ([self.status] if self.status else []))
 
     def _print(self) -> None:
-        self._last = time.monotonic()
+        self._last, self._shown = time.monotonic(), (self.done, self.rows, self.status)
         status = self.line_status(eta=True)
         self.console.print(f"{self.what}: {self.done}/{self.total} {self.unit}"
                            f"{', ' + status if status else ''}, "
@@ -112,8 +113,9 @@ class Phase:
     def __exit__(self, *exc) -> None:
         if self._bar is not None:
             self._bar.__exit__(*exc)
-        elif not self.quiet and exc[0] is None:
-            self._print()
+        elif not self.quiet and exc[0] is None and self._shown != (self.done, self.rows,
+                                                                     self.status):
+            self._print()        # the closing line, unless the last line already said it
 
 
 def tracked(items, what: str, total: int, unit: str = "files", quiet: bool = False,

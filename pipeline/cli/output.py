@@ -206,5 +206,5 @@ def print_summary(console: Console, workspace: Path) -> None:
     for r in failed[:3]:
         console.print(f"[yellow]failed run[/yellow] {r['id']} "
                       f"{escape(r['command'])}: {escape(r['error'] or '')}")
-    console.print(f"[dim]query it: vilactl sql \"SELECT name, kind, num_samples FROM datasets\""
-                  f" or duckdb {s['path']}[/dim]")
+    console.print("[dim]query it: vilactl sql \"SELECT name, kind, num_samples FROM datasets\""
+                  " (README: SQL over the catalog)[/dim]")
