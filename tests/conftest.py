@@ -56,7 +56,9 @@ def run_cli(*args: str, workspace: Path | str | None = None, env: dict | None = 
     cmd = [sys.executable, "-m", "vilactl.pipeline.cli"]
     if workspace is not None:
         cmd += ["--workspace", str(workspace)]
-    full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
+    # env values of None unset the variable (COLUMNS=None: rich sees no width, as in a log)
+    full_env = {k: v for k, v in {**os.environ, "COLUMNS": "200", **(env or {})}.items()
+                if v is not None}
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=cwd)
     if check and proc.returncode != 0:
@@ -67,11 +69,24 @@ def run_cli(*args: str, workspace: Path | str | None = None, env: dict | None = 
 @pytest.fixture(scope="session")
 def demo_ws(tmp_path_factory) -> Path:
     """`vilactl demo --size tiny`, once per session. Tests that write into a workspace copy it
-    (`workspace_copy`) so that the demo's own checks see the demo alone."""
+    (`workspace_copy`) so that the demo's own checks see the demo alone. It runs as in a log
+    (no terminal, no COLUMNS) with a progress line at every update; its output is kept in
+    `demo.log` beside the workspace for tests/test_logs.py."""
     ws = tmp_path_factory.mktemp("demo") / "ws"
-    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True, timeout=900)
+    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True, timeout=900,
+                    env={"COLUMNS": None, "VILACTL_PROGRESS_SECONDS": "0"})
     assert "mirror serving" in first.stdout and "datasets" in first.stdout
+    (ws.parent / "demo.log").write_text(first.stdout + first.stderr)
     return ws
+
+
+def assert_whole(text: str, tokens: list[str]) -> None:
+    """Each token (a path, a dataset name, a suggested command) is printed, and never split
+    across lines: joining the lines would otherwise reveal more copies than the text has."""
+    joined = text.replace("\n", "")
+    for token in tokens:
+        assert token in joined, f"{token!r} is not printed"
+        assert text.count(token) == joined.count(token), f"{token!r} is split across lines"
 
 
 def workspace_copy(ws: Path, dest: Path) -> Path:
