@@ -72,7 +72,7 @@ def demo_ws(tmp_path_factory) -> Path:
     (`workspace_copy`) so that the demo's own checks see the demo alone. It runs as in a log
     (no terminal, no COLUMNS) with a progress line at every update; its output is kept in
     `demo.log` beside the workspace for tests/test_logs.py."""
-    ws = tmp_path_factory.mktemp("demo") / "ws"
+    ws = tmp_path_factory.mktemp("demo-workspace-with-paths-longer-than-a-terminal-line") / "ws"
     first = run_cli("demo", "--size", "tiny", workspace=ws, check=True, timeout=900,
                     env={"COLUMNS": None, "VILACTL_PROGRESS_SECONDS": "0"})
     assert "mirror serving" in first.stdout and "datasets" in first.stdout
