@@ -19,9 +19,10 @@ def test_demo_log_keeps_paths_names_and_commands_whole(demo_ws):
     hint = log.split("ask the demo model about an image:\n", 1)[1].splitlines()[0]
     assert hint.startswith("vilactl --workspace ") and " generate --checkpoint sft@" in hint
     ws = demo_ws.resolve()
-    assert len(str(ws / "report.html")) > 80          # long enough that a wrap would show
-    assert_whole(log, [*names, *(f"checkpoint {c['id']} at {c['path']}" for c in ckpts),
-                       f"report: {ws / 'report.html'}", str(ws / "catalog.duckdb"), hint])
+    saved = [f"checkpoint {c['id']} at {c['path']}" for c in ckpts]
+    assert len(saved) == 3 and all(len(line) > 80 for line in saved)   # a wrap would show
+    assert_whole(log, [*names, *saved, f"report: {ws / 'report.html'}",
+                       str(ws / "catalog.duckdb"), hint])
     table = [line for line in log.splitlines() if line.startswith("│ blend_pretrain ")]
     assert len(table) == 1 and "mmc4_interleaved,coyo_curated" in table[0]
 
