@@ -179,3 +179,7 @@ def test_eval_rows_and_blend_of_a_blend_read_hf_images(hf_ws):
     got = {r["sample_id"]: _sizes(r["segments"]) for r in plain_samples(again).to_pylist()}
     assert got == {r["sample_id"]: expected[r["sample_id"]] for r in rows}
     assert np.array_equal(sorted(got), sorted(r["sample_id"] for r in rows))
+    # and a blend's shards register as samples, images counted from the structs
+    registered = register_samples(ws, str(folder / "part-*.parquet"), "mix_again", quiet=True)
+    assert registered.num_images == json.loads((folder / "manifest.json").read_text())[
+        "num_images"] == sum(len(v) for v in got.values())
