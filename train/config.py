@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from vilactl.base.errors import VilactlError
-from vilactl.train.stages import STAGES
+from vilactl.base.vocab import STAGE_NAMES as STAGES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 

@@ -9,6 +9,7 @@ from rich.markup import escape
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.choices import Mmc4Variant
 from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE, SEED, in_range
 
 
@@ -71,7 +72,8 @@ def blend(
                                       help="Image share of MMC4 samples: the newest dataset "
                                            "`vilactl build mmc4` made of --mmc4-variant, "
                                            "unless --mmc4-dataset."),
-    mmc4_variant: str = typer.Option("interleaved", help="Which MMC4 variant --mmc4 takes."),
+    mmc4_variant: Mmc4Variant = typer.Option("interleaved",
+                                           help="Which MMC4 variant --mmc4 takes."),
     mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes."),
     coyo: float | None = typer.Option(None, callback=NON_NEGATIVE,
                                       help="Image share of COYO pairs: the newest selection "
@@ -110,7 +112,7 @@ def blend(
     from vilactl.pipeline.jobs.blend import BlendRequest
     from vilactl.pipeline.jobs.blend import blend as run
 
-    weights, why = _components(Path(state.workspace), mmc4, mmc4_variant, mmc4_dataset, coyo,
+    weights, why = _components(Path(state.workspace), mmc4, mmc4_variant.value, mmc4_dataset, coyo,
                                coyo_dataset, component)
     req = BlendRequest(weights=weights, images=images, seed=seed, name=name,
                        coyo_group=coyo_group, allow_upsample=allow_upsample, normalize=normalize,

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
+from vilactl.pipeline.cli.choices import Stage
 from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE
 
 
 def train(
-    stage: str = typer.Option(..., help="projector (stage 0), pretrain (1) or sft (2)."),
+    stage: Stage = typer.Option(..., help="projector (stage 0), pretrain (1) or sft (2)."),
     config: str | None = typer.Option(None, help="YAML config, or a bundled name: debug "
                                                  "(default), vila-7b, vila-13b."),
     blend: str | None = typer.Option(None, help="Blend (catalog dataset) to train on; default "
@@ -43,7 +44,7 @@ def train(
     from vilactl.pipeline.jobs.train import TrainRequest
     from vilactl.pipeline.jobs.train import train as run
 
-    req = TrainRequest(stage=stage, config=config, blend=blend, steps=steps, lora=lora,
+    req = TrainRequest(stage=stage.value, config=config, blend=blend, steps=steps, lora=lora,
                        init=init, name=name, resume=resume, parents=parents,
                        replace=replace)
     from vilactl.train.distributed import teardown
@@ -53,7 +54,7 @@ def train(
     finally:
         teardown()                     # torchrun: leave the process group cleanly
     if "final_loss" in s and os.environ.get("RANK", "0") == "0":   # once under torchrun
-        console.print(f"trained {stage}: mean loss of the first 10% of steps "
+        console.print(f"trained {stage.value}: mean loss of the first 10% of steps "
                       f"{s['first_loss']:.4f} → of the last 10% {s['final_loss']:.4f} "
                       f"({s['loss_drop']:.0%} lower), {s['tokens_per_s']:,.0f} tok/s, "
                       f"padding {s['padding_share']:.1%}", highlight=False)
