@@ -99,8 +99,8 @@ def _global(
                                    envvar="VILACTL_WORKSPACE",
                                    help="Folder holding catalog.duckdb and every output."),
     ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                              help="Ray cluster to run jobs on; unset means a "
-                                                   "local Ray started for the command."),
+                                              help="Ray cluster to run jobs on (default: a "
+                                                   "local Ray started for the command)."),
 ) -> None:
     state.workspace = workspace
     state.ray_address = ray_address
@@ -215,7 +215,8 @@ def sql(
                                      help="table is for people; parquet needs --out."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file "
                                                               "(outside the workspace or "
-                                                              "directly in it)."),
+                                                              "directly in it; default: "
+                                                              "print it)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     explain: bool = typer.Option(False, "--explain", help="Show DuckDB's plan of the SELECT "
                                                           "instead of running it."),

@@ -71,15 +71,17 @@ def blend(
     mmc4: float | None = typer.Option(None, callback=NON_NEGATIVE,
                                       help="Image share of MMC4 samples: the newest dataset "
                                            "`vilactl build mmc4` made of --mmc4-variant, "
-                                           "unless --mmc4-dataset."),
+                                           "unless --mmc4-dataset (default: no MMC4)."),
     mmc4_variant: Mmc4Variant = typer.Option("interleaved",
                                            help="Which MMC4 variant --mmc4 takes."),
-    mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes."),
+    mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes (default: "
+                                                         "the newest of --mmc4-variant)."),
     coyo: float | None = typer.Option(None, callback=NON_NEGATIVE,
                                       help="Image share of COYO pairs: the newest selection "
                                            "`vilactl curate coyo` made of downloaded pairs, "
-                                           "unless --coyo-dataset."),
-    coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes."),
+                                           "unless --coyo-dataset (default: no COYO)."),
+    coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes (default: "
+                                                         "the newest curated selection)."),
     component: list[str] = typer.Option(
         [], "--component", help="DATASET=WEIGHT, repeatable: any catalog dataset in the "
                                 "training-sample schema (or downloaded COYO pairs)."),
@@ -87,7 +89,8 @@ def blend(
         None, callback=COUNT, help="Images in the blend (default: the most reachable at these "
                                    "shares without repeating a sample)."),
     seed: int = typer.Option(0, callback=SEED, help="Seed for the draws and the global shuffle."),
-    name: str | None = typer.Option(None, help="Blend name (also its catalog dataset)."),
+    name: str | None = typer.Option(None, help="Blend name, also its catalog dataset "
+                                               "(default: blend_<dataset><percent>_…)."),
     coyo_group: int = typer.Option(1, callback=COUNT,
                                    help="Concatenate G COYO pairs into one sample (VILA: 4)."),
     allow_upsample: bool = typer.Option(False, "--allow-upsample",

@@ -87,7 +87,7 @@ def register_text_instruct(
     target_field: str = typer.Option("targets", help="Field holding the answer."),
     sample: int | None = typer.Option(None, callback=COUNT,
                                       help="Keep N rows: evenly spaced, or a seeded sample with "
-                                           "--seed (VILA took 1M of FLAN)."),
+                                           "--seed (VILA took 1M of FLAN; default: all)."),
     seed: int | None = typer.Option(None, callback=SEED,
                                     help="Seed for --sample (default: evenly spaced)."),
     name: str = typer.Option("text_instruct", help="Catalog dataset name."),

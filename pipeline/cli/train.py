@@ -17,12 +17,14 @@ def train(
     blend: str | None = typer.Option(None, help="Blend (catalog dataset) to train on; default "
                                                 "from the config's stage."),
     steps: int | None = typer.Option(None, callback=COUNT,
-                                     help="Optimizer steps (default from the config)."),
+                                     help="Optimizer steps (default: from the config)."),
     lora: int | None = typer.Option(None, callback=NON_NEGATIVE,
-                                    help="LoRA rank for the LLM (0 = full weights)."),
-    init: str | None = typer.Option(None, help="Start from this catalog checkpoint instead of "
+                                    help="LoRA rank for the LLM, 0 = full weights "
+                                         "(default: the config's stage lora, 0 in the bundled "
+                                         "configs)."),
+    init: str | None = typer.Option(None, help="Catalog checkpoint to start from (default: "
                                                "the previous stage's newest one of this "
-                                               "model shape."),
+                                               "model shape)."),
     name: str | None = typer.Option(None, help="Run name: checkpoints/<name>/ and catalog ids "
                                                "<name>@<step> (default: the stage)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint "
