@@ -34,6 +34,12 @@ def train(
                                                           "earlier ones the catalog has no "
                                                           "checkpoint of this model shape of "
                                                           "(what `make pretrain` does)."),
+    set_: list[str] = typer.Option(
+        [], "--set", metavar="KEY=VALUE",
+        help="Override one config value, repeatable: KEY is its dotted path in the YAML "
+             "(stages.sft.lr=1e-5, train.warmup_ratio=0.1, data.max_length=1024), VALUE is read "
+             "as YAML; checked like the file. Recorded with the run; --resume takes the values "
+             "given again (a changed batch layout is refused)."),
     replace: bool = typer.Option(False, "--replace", help="Train a run name again whose "
                                                           "checkpoints exist (refused while a "
                                                           "later stage, an eval or an export "
@@ -48,7 +54,7 @@ def train(
 
     req = TrainRequest(stage=stage.value, config=config, blend=blend, steps=steps, lora=lora,
                        init=init, name=name, resume=resume, parents=parents,
-                       replace=replace)
+                       replace=replace, overrides=tuple(set_))
     from vilactl.train.distributed import teardown
 
     try:
