@@ -43,7 +43,8 @@ def curate(
                                                 "clip_similarity_vitl14'. Default: the scores "
                                                 "of `vilactl score` if the dataset has them, "
                                                 "else that sum (VILA's)."),
-    dedup: str = typer.Option("", help="Comma list: url, phash (keep the best of each group)."),
+    dedup: str | None = typer.Option(None, help="Comma list: url, phash (keep the best of each "
+                                                "group; default: no deduplication)."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_top<K>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
 ) -> None:
@@ -52,7 +53,8 @@ def curate(
     from vilactl.pipeline.jobs.curate import CurateRequest
     from vilactl.pipeline.jobs.curate import curate as run
 
-    req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
+    fields = [f for f in (dedup or "").split(",") if f]
+    req = CurateRequest(top_k, dataset, score, fields, name, replace)
     ds = run(state.workspace, req, state.ray_address, console)
     console.print(f"curated [bold]{escape(ds.name)}[/bold]: {ds.num_samples} pairs → "
                   f"{escape(ds.uri)}", soft_wrap=True)
