@@ -28,9 +28,9 @@ def parse(item: str) -> tuple[list[str], object]:
         raise VilactlError(f"--set takes KEY=VALUE ({EXAMPLE}), got {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as e:
-        raise VilactlError(f"--set {item}: VALUE is not a YAML value "
-                           f"({str(e).splitlines()[0]})") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise VilactlError(f"--set {item[:80]}: VALUE is not a YAML value "
+                           f"({(str(e).splitlines() or ['too deeply nested'])[0]})") from e
     return [p.strip() for p in parts], value
 
 
