@@ -2,7 +2,8 @@
 
 Global options pick the workspace (where the catalog and all outputs live) and the Ray cluster.
 Problems with the user's input raise VilactlError, which `main` prints as one line on stderr
-with exit code 1; usage errors exit 2 (click's convention); Ctrl-C is `interrupted`, exit 130.
+with exit code 1; usage errors (a bad choice, a missing option) are one line too, exit 2
+(click's convention); Ctrl-C is `interrupted`, exit 130.
 Standard output is flushed inside `main`, so a full device is an error line too, and a closed
 pipe a quiet exit 1 (pipeline/cli/output.py).
 """
