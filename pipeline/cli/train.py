@@ -38,8 +38,9 @@ def train(
         [], "--set", metavar="KEY=VALUE",
         help="Override one config value, repeatable: KEY is its dotted path in the YAML "
              "(stages.sft.lr=1e-5, train.warmup_ratio=0.1, data.max_length=1024), VALUE is read "
-             "as YAML; checked like the file. Recorded with the run; --resume takes the values "
-             "given again (a changed batch layout is refused)."),
+             "as YAML; checked like the file. Recorded with the run; --resume uses the --set "
+             "values given with it (the same ones resume exactly; a changed batch layout is "
+             "refused)."),
     replace: bool = typer.Option(False, "--replace", help="Train a run name again whose "
                                                           "checkpoints exist (refused while a "
                                                           "later stage, an eval or an export "
