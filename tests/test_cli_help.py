@@ -97,8 +97,7 @@ def test_vocabulary_is_what_the_code_validates_with():
 NO_DEFAULT = {("download", "--metadata"), ("download", "--docs"), ("download", "--from-dataset")}
 
 
-@pytest.mark.parametrize("path, cmd", ALL, ids=lambda v: " ".join(v) if isinstance(v, tuple)
-                         else "")
+@pytest.mark.parametrize("path, cmd", ALL, ids=[" ".join(p) for p, _ in ALL])
 def test_every_option_says_its_default(path, cmd):
     out = invoke(*path, "--help").output
     shown, in_words = 0, []
