@@ -31,7 +31,10 @@ demo: install
 # stage, or <stage>-<blend> with BLEND) is refused when its checkpoints exist — after
 # `make demo`, `make pretrain` says so; `make pretrain NAME=pretrain2` trains another run,
 # REPLACE=1 trains the name again (refused while a later stage, eval or export uses it).
+# SET='KEY=VALUE …' overrides config values (`vilactl train --set`), e.g.
+# `make pretrain SET='stages.pretrain.lr=1e-4 train.warmup_ratio=0.1'`.
 CONFIG ?= debug
+SET ?=
 BLEND ?=
 INIT ?=
 NAME ?=
@@ -40,7 +43,7 @@ projector pretrain sft: install
 	test -f workspace/blends/blend_$@/manifest.json || $(BIN)/vilactl demo --until blends
 	$(BIN)/vilactl train --stage $@ --config $(CONFIG) --parents $(if $(BLEND),--blend $(BLEND)) \
 		--name $(or $(NAME),$@$(if $(BLEND),-$(BLEND))) $(if $(INIT),--init $(INIT)) \
-		$(if $(REPLACE),--replace)
+		$(if $(REPLACE),--replace) $(foreach s,$(SET),--set '$(s)')
 
 ablate: install
 	ls workspace/checkpoints/projector/step-*/model.safetensors >/dev/null 2>&1 || \

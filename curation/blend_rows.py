@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from vilactl.base.kinds import Kind
+from vilactl.curation.hf_layout import plain_samples
 from vilactl.curation.records import SAMPLE_SCHEMA, SEGMENT, sample_schema_problem
 
 BLEND_SCHEMA = pa.schema(list(SAMPLE_SCHEMA) + [("component", pa.string()),
@@ -48,7 +49,8 @@ def as_samples(table: pa.Table, kind: str) -> pa.Table:
     """Any supported component table in the sample schema."""
     if kind in PAIR_KINDS:
         return pairs_as_samples(table)
-    return table.select(SAMPLE_SCHEMA.names).cast(SAMPLE_SCHEMA)
+    # a blend as a component holds HF `Image` structs: back to plain bytes, then the schema
+    return plain_samples(table.select(SAMPLE_SCHEMA.names)).cast(SAMPLE_SCHEMA)
 
 
 def blendable_problem(kind: str, schema: pa.Schema) -> str | None:

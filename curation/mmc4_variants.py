@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from vilactl.base.kinds import Kind
+from vilactl.base.vocab import MMC4_VARIANTS
 from vilactl.curation.assignment import assign
 from vilactl.curation.records import segment
 
-VARIANTS = ("interleaved", "after", "shuffled", "pairs")
-IMAGE_ORDERS = ("page", "sentence")
+VARIANTS = MMC4_VARIANTS              # base/vocab.py: also the CLI's choices
 
 
 @dataclass(frozen=True)

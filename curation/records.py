@@ -95,6 +95,14 @@ SAMPLE_SCHEMA = pa.schema([
     ("source", pa.string()),
     ("segments", pa.list_(SEGMENT)),
 ])
+# The same samples as Hugging Face `datasets` stores an `Image` feature: struct<bytes, path>
+# (path always null here). Blends are written this way (curation/hf_layout.py); readers accept
+# both layouts, so blends written with plain binary images still read.
+HF_IMAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+HF_SEGMENT = pa.struct([("role", pa.string()), ("text", pa.string()), ("image", HF_IMAGE)])
+HF_SAMPLE_SCHEMA = pa.schema([f if f.name != "segments" else pa.field("segments",
+                                                                      pa.list_(HF_SEGMENT))
+                              for f in SAMPLE_SCHEMA])
 
 
 # ---------------------------------------------------------------- COYO validation
@@ -249,11 +257,13 @@ def mmc4_table(docs: Iterable[dict]) -> pa.Table:
 
 # ---------------------------------------------------------------- training samples
 def sample_schema_problem(schema: pa.Schema) -> str | None:
-    """Why a Parquet schema is not the training-sample schema, or None."""
+    """Why a Parquet schema is not the training-sample schema, or None. Images may be plain
+    binary or HF `Image` structs (HF_SAMPLE_SCHEMA)."""
     for field in SAMPLE_SCHEMA:
         if field.name not in schema.names:
             return f"missing column {field.name}"
-        if not schema.field(field.name).type.equals(field.type):
+        have = schema.field(field.name).type
+        if not (have.equals(field.type) or have.equals(HF_SAMPLE_SCHEMA.field(field.name).type)):
             return f"column {field.name} has type {schema.field(field.name).type}, " \
                    f"expected {field.type}"
     return None

@@ -106,6 +106,7 @@ def test_duckdb_and_hf_datasets_read_a_blend(ws):
                                cache_dir=str(ws / "hf-cache"))
     n = sql(ws, f"SELECT count(*) AS n FROM read_parquet('{folder}/*.parquet')")[0]["n"]
     assert hf.num_rows == n == manifest["num_samples"]
+    assert isinstance(hf.features["segments"].feature["image"], datasets.Image)
     first = hf[0]
     assert {"sample_id", "source", "segments", "component", "epoch"} <= set(first)
     assert pq.ParquetFile(files[0]).metadata.row_group(0).num_rows == 8

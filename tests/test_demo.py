@@ -142,7 +142,7 @@ def test_build_bad_input(demo_ws):
 
     before = catalog_snapshot(demo_ws)
     for args, needle in [
-        (["build", "mmc4", "--variant", "sideways"], "--variant must be one of"),
+        (["build", "mmc4", "--variant", "sideways"], "'sideways' is not one of 'interleaved'"),
         (["build", "mmc4", "--variant", "pairs", "--dataset", "mmc4_docs", "--name", "x"],
          "build takes downloaded MMC4 documents"),
         (["build", "mmc4", "--variant", "pairs", "--max-images", "0"],

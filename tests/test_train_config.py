@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from vilactl.base.errors import VilactlError
-from vilactl.train import config
+from vilactl.train import config, overrides
 from vilactl.train.loop import check_layout
 
 BASE = {"model": {"llm_config": {"model_type": "llama"}}}
@@ -130,3 +130,61 @@ def test_config_files_that_are_not_small_regular_files_are_refused(tmp_path):
     deep.write_text("train: " + "[" * 50000 + "]" * 50000 + "\n")
     with pytest.raises(VilactlError, match="deep.yaml: not valid YAML"):
         config.load(deep)
+
+
+def test_set_overrides_apply_in_order_and_are_recorded():
+    c = config.load("debug", ["stages.sft.lr=1e-4", "train.warmup_ratio=0.1",
+                              "train.betas=[0.9, 0.95]", "model.llm_config.hidden_size=96",
+                              "stages.sft.lr=3e-5", "data.packing=false"])
+    plain = config.load("debug")
+    assert c.stages["sft"].lr == 3e-5 and c.stages["pretrain"] == plain.stages["pretrain"]
+    assert (c.train.warmup_ratio, c.train.betas, c.data.packing) == (0.1, [0.9, 0.95], False)
+    assert c.model.llm_config["hidden_size"] == 96
+    assert c.source.endswith("debug.yaml") and c.overrides[0] == "stages.sft.lr=1e-4"
+    assert plain.overrides == [] and plain.train.warmup_ratio != 0.1
+
+
+def test_set_value_is_read_as_yaml():
+    parse = overrides.parse
+    assert parse("train.seed=7") == (["train", "seed"], 7)
+    assert parse("stages.sft.blend = my_blend") == (["stages", "sft", "blend"], "my_blend")
+    assert parse("train.global_batch=") == (["train", "global_batch"], None)
+    assert parse("model.llm=a=b") == (["model", "llm"], "a=b")      # the first = splits
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.lr=1e-4", "--set train.lr=1e-4: unknown key train.lr (known in train: betas, "
+                      "global_batch, grad_accum, gradient_checkpointing, log_every, "
+                      "max_grad_norm, micro_batch_size, save_every, seed, strategy, "
+                      "warmup_ratio, weight_decay); lr is per stage: stages.<stage>.lr"),
+    ("optim.lr=1", "--set optim.lr=1: unknown key 'optim' (known: data, model, stages, train)"),
+    ("stages.finetune.lr=1", "per-stage keys are stages.<stage>.<key> with a stage of "
+                             "projector, pretrain, sft"),
+    ("train=1", "--set train=1: name a key inside train"),
+    ("train.seed.x=1", "train.seed is not a mapping"),
+    ("lr", "--set takes KEY=VALUE (e.g. stages.sft.lr=1e-5 or train.warmup_ratio=0.1), got 'lr'"),
+    ("train..seed=1", "--set takes KEY=VALUE"),
+    ("train.betas=[0.9", "--set train.betas=[0.9: VALUE is not a YAML value"),
+    ("train.betas=" + "[" * 5000, "VALUE is not a YAML value"),
+    ("train.seed=abc", "--set train.seed=abc: train.seed must be an integer, got 'abc'"),
+    ("data.packing=maybe", "data.packing must be true or false, got 'maybe'"),
+    ("train.warmup_ratio=2", "--set train.warmup_ratio=2: train.warmup_ratio must be a number "
+                             "in [0, 1], got 2"),
+    ("stages.sft.steps=0", "stages.sft.steps must be a positive integer, got 0"),
+    ("stages.pretrain.lr=-1e-3", "stages.pretrain.lr must be a number > 0, got -0.001"),
+    ("train.strategy=zero3", "--set train.strategy=zero3: train.strategy must be auto, ddp or "
+                             "fsdp"),
+    ("train.global_batch=16", "--set train.global_batch=16: set train.global_batch or "
+                              "train.grad_accum, not both"),       # debug.yaml sets grad_accum
+])
+def test_bad_set_overrides_are_one_line_naming_the_override(item, message):
+    with pytest.raises(VilactlError) as e:
+        config.load("debug", [item])
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_set_checks_the_batch_layout_like_the_file():
+    c = config.load("vila-7b", ["stages.sft.global_batch=96"])
+    assert config.layout(c, "sft", 8).global_batch == 96
+    with pytest.raises(VilactlError, match="stages.sft.global_batch 100 is not a multiple"):
+        config.layout(config.load("vila-7b", ["stages.sft.global_batch=100"]), "sft", 8)

@@ -12,13 +12,14 @@ from __future__ import annotations
 import math
 import types
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
 
 from vilactl.base.errors import VilactlError
-from vilactl.train.stages import STAGES
+from vilactl.base.vocab import STAGE_NAMES as STAGES
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -86,6 +87,7 @@ class TrainConfig:
     train: LoopCfg
     stages: dict[str, StageCfg]
     source: str = ""
+    overrides: list[str] = field(default_factory=list)   # the `--set KEY=VALUE`s applied
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -202,8 +204,9 @@ def _range_problem(key: str, value) -> str | None:
 MAX_CONFIG_BYTES = 1 << 20
 
 
-def load(path: str | Path | None = None) -> TrainConfig:
-    """Read a config (default: the debug model); one clear line for any problem."""
+def load(path: str | Path | None = None, overrides: Sequence[str] = ()) -> TrainConfig:
+    """Read a config (default: the debug model), then apply `--set KEY=VALUE` overrides in
+    order (train/overrides.py); one clear line for any problem."""
     path = Path(path) if path else CONFIG_DIR / "debug.yaml"
     if not path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
         path = CONFIG_DIR / f"{path}.yaml"          # `--config vila-7b`
@@ -220,7 +223,15 @@ def load(path: str | Path | None = None) -> TrainConfig:
         raise VilactlError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(raw, dict):
         raise VilactlError(f"{path}: a config is a mapping of model, data, train, stages")
-    return from_dict(raw, str(path))
+    cfg = from_dict(raw, str(path))
+    if not overrides:
+        return cfg
+    from vilactl.train.overrides import apply_all
+
+    apply_all(raw, overrides, from_dict)
+    cfg = from_dict(raw, str(path))
+    cfg.overrides = list(overrides)
+    return cfg
 
 
 def from_dict(raw: dict, src: str) -> TrainConfig:

@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from vilactl.base.errors import VilactlError
+from vilactl.curation.hf_layout import plain_segments
 from vilactl.train.packing import packed_rows, padded_groups
 from vilactl.train.sequences import Example, SequenceBuilder
 
@@ -47,8 +48,10 @@ class BlendStream:
         for k in order:
             pf = pq.ParquetFile(self.paths[k])
             for batch in pf.iter_batches(batch_size=256, columns=["sample_id", "segments"]):
-                for row in batch.to_pylist():
-                    ex = self.builder.build(row["sample_id"], row["segments"])
+                # blends hold HF `Image` structs (older ones plain bytes): bytes either way
+                segments = plain_segments(batch.column("segments")).to_pylist()
+                for sample_id, segs in zip(batch.column("sample_id").to_pylist(), segments):
+                    ex = self.builder.build(sample_id, segs)
                     if ex is None:
                         self.skipped["no_trained_tokens"] += 1
                         continue

@@ -2,7 +2,8 @@
 
 Global options pick the workspace (where the catalog and all outputs live) and the Ray cluster.
 Problems with the user's input raise VilactlError, which `main` prints as one line on stderr
-with exit code 1; usage errors exit 2 (click's convention); Ctrl-C is `interrupted`, exit 130.
+with exit code 1; usage errors (a bad choice, a missing option) are one line too, exit 2
+(click's convention); Ctrl-C is `interrupted`, exit 130.
 Standard output is flushed inside `main`, so a full device is an error line too, and a closed
 pipe a quiet exit 1 (pipeline/cli/output.py).
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import sys
-from enum import Enum
 from pathlib import Path
 
 import typer
@@ -19,8 +19,9 @@ from rich.markup import escape
 
 from vilactl.base.errors import Stopped, VilactlError
 from vilactl.catalog import db
-from vilactl.pipeline.cli import output
+from vilactl.pipeline.cli import help_text, output
 from vilactl.pipeline.cli.blend import blend as blend_cmd
+from vilactl.pipeline.cli.choices import DemoStep, SqlFormat, WorldSize, value
 from vilactl.pipeline.cli.context import COUNT, SEED, console, err_console, in_range, state
 from vilactl.pipeline.cli.curation import build, curate, score
 from vilactl.pipeline.cli.download import download as download_cmd
@@ -47,12 +48,36 @@ def _flags_without_types() -> None:
     TyperOption.display_type_rich = display_type_rich
 
 
+def _usage_errors_in_one_line() -> None:
+    """A usage error (a bad choice, a missing option, a value of the wrong type) is one
+    `error:` line naming the command's --help, exit 2 — not typer's boxed panel of four."""
+    from typer import rich_utils
+
+    if getattr(rich_utils.rich_format_error, "vilactl", False):
+        return
+    shown = rich_utils.rich_format_error
+
+    def rich_format_error(self) -> None:
+        if type(self).__name__ == "NoArgsIsHelpError":
+            return shown(self)
+        ctx = getattr(self, "ctx", None)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        # typer 0.29 words a bad choice "Value error, 'x' is not one of …"
+        message = " ".join(self.format_message().replace("Value error, ", "").split())
+        err_console.print(f"[red]error:[/red] {escape(message + where)}", highlight=False,
+                          soft_wrap=True)
+    rich_format_error.vilactl = True
+    rich_utils.rich_format_error = rich_format_error
+
+
 _flags_without_types()
+_usage_errors_in_one_line()
 app = typer.Typer(
     name="vilactl",
     help="Curate MMC4 and COYO into CLIP-filtered, catalogued Parquet blends, and train a "
          "VLM with the VILA recipe (projector init → pretraining → joint SFT).",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    cls=help_text.PipelineGroup,
 )
 mirror_app = typer.Typer(help="The loopback image mirror used by the demo and the tests.",
                          no_args_is_help=True)
@@ -75,8 +100,8 @@ def _global(
                                    envvar="VILACTL_WORKSPACE",
                                    help="Folder holding catalog.duckdb and every output."),
     ray_address: str | None = typer.Option(None, "--ray-address", envvar="RAY_ADDRESS",
-                                              help="Ray cluster to run jobs on; unset means a "
-                                                   "local Ray started for the command."),
+                                              help="Ray cluster to run jobs on (default: a "
+                                                   "local Ray started for the command)."),
 ) -> None:
     state.workspace = workspace
     state.ray_address = ray_address
@@ -141,14 +166,16 @@ def init() -> None:
 def demo(
     seed: int = typer.Option(0, callback=SEED,
                              help="Seed of the embedded world (same seed, same bytes)."),
-    size: str = typer.Option("demo", help="World size preset: demo or tiny."),
+    size: WorldSize = typer.Option("demo", help="World size preset."),
     force: bool = typer.Option(False, "--force", help="Redo steps that finished earlier."),
-    until: str | None = typer.Option(None, help="Stop after this step (e.g. blends)."),
+    until: DemoStep | None = typer.Option(None, help="Stop after this step (default: run "
+                                                     "every step)."),
 ) -> None:
     """Run the whole pipeline on the embedded demo world, resuming finished steps."""
     from vilactl.pipeline.jobs.demo import run_demo
 
-    run_demo(state.workspace, seed, size, force, console, state.ray_address, until=until)
+    run_demo(state.workspace, seed, size.value, force, console, state.ray_address,
+             until=value(until))
     output.print_summary(console, state.workspace)
     report = state.workspace / "report.html"
     if report.exists():
@@ -165,7 +192,7 @@ def demo(
 def world(
     out: Path = typer.Option(..., "--out", help="Folder to write the world to."),
     seed: int = typer.Option(0, callback=SEED, help="Seed of the world (same seed, same bytes)."),
-    size: str = typer.Option("demo", help="demo or tiny."),
+    size: WorldSize = typer.Option("demo", help="World size preset."),
 ) -> None:
     """Write the embedded demo world (COYO/MMC4/instruction/eval files) without a catalog."""
     from vilactl.base import atomic
@@ -176,27 +203,21 @@ def world(
     out = check_plain_folder(state.workspace, out)
     refuse_foreign(out, "--out")
     with atomic.atomic_dir(out) as tmp:
-        manifest = generate(tmp, _config(seed, size))
+        manifest = generate(tmp, _config(seed, size.value))
     for name, c in manifest["counts"].items():
         console.print(f"{name:>14}: {c['samples']} samples, {c['images']} images")
-
-
-class Format(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    parquet = "parquet"
 
 
 @app.command()
 def sql(
     query: str = typer.Argument(..., help="Read-only SQL: SELECT, WITH, FROM, DESCRIBE, SHOW, "
                                           "SUMMARIZE, VALUES."),
-    format: Format = typer.Option(Format.table, "--format", "-f",
-                                  help="table (for people), csv, json or parquet."),
+    format: SqlFormat = typer.Option("table", "--format", "-f",
+                                     help="table is for people; parquet needs --out."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file "
                                                               "(outside the workspace or "
-                                                              "directly in it)."),
+                                                              "directly in it; default: "
+                                                              "print it)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     explain: bool = typer.Option(False, "--explain", help="Show DuckDB's plan of the SELECT "
                                                           "instead of running it."),
@@ -251,6 +272,9 @@ def mirror_serve(
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+
+
+help_text.normalise(app)         # every command is registered by now
 
 
 # A device that fails a write (full disk, quota, I/O error, file-size limit, read-only

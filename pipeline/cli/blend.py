@@ -9,6 +9,7 @@ from rich.markup import escape
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.choices import Mmc4Variant
 from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE, SEED, in_range
 
 
@@ -70,14 +71,17 @@ def blend(
     mmc4: float | None = typer.Option(None, callback=NON_NEGATIVE,
                                       help="Image share of MMC4 samples: the newest dataset "
                                            "`vilactl build mmc4` made of --mmc4-variant, "
-                                           "unless --mmc4-dataset."),
-    mmc4_variant: str = typer.Option("interleaved", help="Which MMC4 variant --mmc4 takes."),
-    mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes."),
+                                           "unless --mmc4-dataset (default: no MMC4)."),
+    mmc4_variant: Mmc4Variant = typer.Option("interleaved",
+                                           help="Which MMC4 variant --mmc4 takes."),
+    mmc4_dataset: str | None = typer.Option(None, help="The MMC4 dataset --mmc4 takes (default: "
+                                                         "the newest of --mmc4-variant)."),
     coyo: float | None = typer.Option(None, callback=NON_NEGATIVE,
                                       help="Image share of COYO pairs: the newest selection "
                                            "`vilactl curate coyo` made of downloaded pairs, "
-                                           "unless --coyo-dataset."),
-    coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes."),
+                                           "unless --coyo-dataset (default: no COYO)."),
+    coyo_dataset: str | None = typer.Option(None, help="The COYO dataset --coyo takes (default: "
+                                                         "the newest curated selection)."),
     component: list[str] = typer.Option(
         [], "--component", help="DATASET=WEIGHT, repeatable: any catalog dataset in the "
                                 "training-sample schema (or downloaded COYO pairs)."),
@@ -85,7 +89,8 @@ def blend(
         None, callback=COUNT, help="Images in the blend (default: the most reachable at these "
                                    "shares without repeating a sample)."),
     seed: int = typer.Option(0, callback=SEED, help="Seed for the draws and the global shuffle."),
-    name: str | None = typer.Option(None, help="Blend name (also its catalog dataset)."),
+    name: str | None = typer.Option(None, help="Blend name, also its catalog dataset "
+                                               "(default: blend_<dataset><percent>_…)."),
     coyo_group: int = typer.Option(1, callback=COUNT,
                                    help="Concatenate G COYO pairs into one sample (VILA: 4)."),
     allow_upsample: bool = typer.Option(False, "--allow-upsample",
@@ -110,7 +115,7 @@ def blend(
     from vilactl.pipeline.jobs.blend import BlendRequest
     from vilactl.pipeline.jobs.blend import blend as run
 
-    weights, why = _components(Path(state.workspace), mmc4, mmc4_variant, mmc4_dataset, coyo,
+    weights, why = _components(Path(state.workspace), mmc4, mmc4_variant.value, mmc4_dataset, coyo,
                                coyo_dataset, component)
     req = BlendRequest(weights=weights, images=images, seed=seed, name=name,
                        coyo_group=coyo_group, allow_upsample=allow_upsample, normalize=normalize,

@@ -7,6 +7,7 @@ from rich.markup import escape
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.choices import CoyoCorpus, ImageOrder, Mmc4Corpus, Mmc4Variant
 from vilactl.pipeline.cli.context import COUNT, NON_NEGATIVE, SEED, console, in_range, state
 
 
@@ -31,7 +32,7 @@ def score(
 
 
 def curate(
-    corpus: str = typer.Argument("coyo", help="coyo (image-text pairs)."),
+    corpus: CoyoCorpus = typer.Argument("coyo", help="coyo (image-text pairs)."),  # noqa: ARG001
     top_k: int = typer.Option(..., "--top-k", callback=COUNT,
                               help="Keep exactly this many pairs (VILA: 25000000 of COYO-700M)."),
     dataset: str | None = typer.Option(None, help="Dataset to select from (COYO metadata or "
@@ -42,7 +43,8 @@ def curate(
                                                 "clip_similarity_vitl14'. Default: the scores "
                                                 "of `vilactl score` if the dataset has them, "
                                                 "else that sum (VILA's)."),
-    dedup: str = typer.Option("", help="Comma list: url, phash (keep the best of each group)."),
+    dedup: str | None = typer.Option(None, help="Comma list: url, phash (keep the best of each "
+                                                "group; default: no deduplication)."),
     name: str | None = typer.Option(None, help="Output dataset (default <DATASET>_top<K>)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an existing output."),
 ) -> None:
@@ -51,26 +53,26 @@ def curate(
     from vilactl.pipeline.jobs.curate import CurateRequest
     from vilactl.pipeline.jobs.curate import curate as run
 
-    if corpus != "coyo":
-        raise VilactlError(f"curate supports coyo, not {corpus!r}")
-    req = CurateRequest(top_k, dataset, score, [f for f in dedup.split(",") if f], name, replace)
+    fields = [f for f in (dedup or "").split(",") if f]
+    req = CurateRequest(top_k, dataset, score, fields, name, replace)
     ds = run(state.workspace, req, state.ray_address, console)
     console.print(f"curated [bold]{escape(ds.name)}[/bold]: {ds.num_samples} pairs → "
                   f"{escape(ds.uri)}", soft_wrap=True)
 
 
 def build(
-    corpus: str = typer.Argument("mmc4", help="mmc4 (documents)."),
-    variant: str = typer.Option(..., help="interleaved (images before their matched sentence, "
-                                          "VILA's MMC4) | after | shuffled (a control) | pairs "
-                                          "(each image with its sentence)."),
+    corpus: Mmc4Corpus = typer.Argument("mmc4", help="mmc4 (documents)."),  # noqa: ARG001
+    variant: Mmc4Variant = typer.Option(..., help="interleaved: images before their matched "
+                                                  "sentence (VILA's MMC4); after; shuffled (a "
+                                                  "control); pairs: each image with its "
+                                                  "sentence."),
     dataset: str = typer.Option("mmc4", help="Downloaded MMC4 documents (mmc4-images)."),
     max_images: int = typer.Option(6, callback=COUNT,
                                    help="Images KEPT per document in the output (VILA: 6; "
                                         "which ones: --image-order)."),
-    image_order: str = typer.Option("page", help="page: the first --max-images images in page "
-                                                 "order (VILA); sentence: those matched to the "
-                                                 "earliest sentences."),
+    image_order: ImageOrder = typer.Option("page", help="page: the first --max-images images "
+                                                        "in page order (VILA); sentence: those "
+                                                        "matched to the earliest sentences."),
     seed: int = typer.Option(0, callback=SEED, help="Seed of the shuffled variant."),
     min_sentences: int = typer.Option(4, callback=NON_NEGATIVE,
                                       help="Filter: drop documents with fewer sentences."),
@@ -103,8 +105,6 @@ def build(
     from vilactl.curation.mmc4_variants import CoreFilter
     from vilactl.pipeline.jobs.build import BuildRequest, build_variant
 
-    if corpus != "mmc4":
-        raise VilactlError(f"build supports mmc4, not {corpus!r}")
     check_range(max_sentences, "--max-sentences", min_sentences, lo_name="--min-sentences")
     check_range(max_images_per_doc, "--max-images-per-doc", min_images,
                 lo_name="--min-images")
@@ -114,8 +114,8 @@ def build(
                       min_strong_share=min_strong_share, min_side=min_side,
                       max_aspect=max_aspect)
     spec = ScorerSpec(model, pretrained or None) if rescore else None
-    req = BuildRequest(variant, dataset, max_images, seed, name, replace, core, spec,
-                       image_order)
+    req = BuildRequest(variant.value, dataset, max_images, seed, name, replace, core, spec,
+                       image_order.value)
     ds = build_variant(state.workspace, req, state.ray_address, console,
                        quiet=not console.is_terminal)
     console.print(f"built [bold]{ds.name}[/bold]: {ds.num_samples} samples, "

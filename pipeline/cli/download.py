@@ -1,21 +1,16 @@
 """`vilactl download coyo|mmc4`: the command-line face of pipeline/jobs/download.py."""
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from vilactl.base.errors import VilactlError
 from vilactl.base.ranges import check_range
+from vilactl.pipeline.cli.choices import Corpus, DownloadFormat, ResizeMode
 from vilactl.pipeline.cli.context import COUNT, in_range
 
 SECONDS = in_range(0, 86400, lo_open=True)     # a day at most per URL
-
-
-class Corpus(str, Enum):
-    coyo = "coyo"
-    mmc4 = "mmc4"
 
 
 def _url_map(pairs: list[str]) -> tuple[tuple[str, str], ...]:
@@ -40,10 +35,10 @@ def download(
                                    help="Rows (pairs or documents) per work unit."),
     image_size: int = typer.Option(336, callback=in_range(1, 16384),
                                    help="Target size (short side with keep_ratio)."),
-    resize_mode: str = typer.Option("keep_ratio", help="img2dataset resize mode: keep_ratio, "
-                                                       "center_crop, border, no."),
+    resize_mode: ResizeMode = typer.Option("keep_ratio", help="img2dataset resize mode."),
     upscale: bool = typer.Option(False, "--upscale", help="Also enlarge smaller images."),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or webdataset (coyo)."),
+    fmt: DownloadFormat = typer.Option("parquet", "--format",
+                                       help="Output of each unit (webdataset: coyo only)."),
     retries: int = typer.Option(0, callback=in_range(0, 100),
                                 help="Per-URL retries inside img2dataset."),
     shard_retries: int = typer.Option(2, callback=in_range(0, 100),
@@ -90,25 +85,25 @@ def download(
     from vilactl.pipeline.jobs.download import DownloadRequest
     from vilactl.pipeline.jobs.download import download as run
 
-    if corpus is Corpus.coyo and docs:
+    if corpus == "coyo" and docs:
         raise VilactlError("--docs is for mmc4; COYO takes --metadata")
-    if corpus is Corpus.mmc4 and metadata:
+    if corpus == "mmc4" and metadata:
         raise VilactlError("--metadata is for coyo; MMC4 takes --docs")
     check_range(deadline, "--deadline", timeout, lo_name="--timeout")
     from vilactl.curation.images import DEFAULT_MAX_PIXELS
 
     max_pixels = max_pixels or DEFAULT_MAX_PIXELS
-    opts = FetchOptions(image_size=image_size, resize_mode=resize_mode,
+    opts = FetchOptions(image_size=image_size, resize_mode=resize_mode.value,
                         resize_only_if_bigger=not upscale, timeout=timeout, retries=retries,
                         threads=threads, respect_opt_outs=not ignore_opt_outs,
                         allow_private_network=allow_private_network,
                         allow_hosts=tuple(allow_host), url_map=_url_map(url_map),
                         deadline=deadline, max_pixels=max_pixels)
     req = DownloadRequest(kind=corpus.value, name=name or corpus.value,
-                          pattern=metadata or docs, from_dataset=from_dataset, fmt=fmt,
+                          pattern=metadata or docs, from_dataset=from_dataset, fmt=fmt.value,
                           shard_size=shard_size, shard_retries=shard_retries,
                           retry_failed=retry_failed, require_all=not keep_partial,
                           replace=replace, opts=opts)
     ds = run(Path(state.workspace), req, state.ray_address, console)
     console.print(f"downloaded [bold]{ds.name}[/bold]: {ds.num_samples} "
-                  f"{'pairs' if corpus is Corpus.coyo else 'documents'}, {ds.num_images} images")
+                  f"{'pairs' if corpus == 'coyo' else 'documents'}, {ds.num_images} images")

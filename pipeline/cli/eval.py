@@ -20,7 +20,8 @@ def eval_cmd(
                                                             "training-sample schema (default: "
                                                             "eval_vqa, eval_caption, eval_text)."),
     limit: int | None = typer.Option(None, callback=COUNT,
-                                     help="Only the first N examples of each set."),
+                                     help="Only the first N examples of each set "
+                                          "(default: all)."),
 ) -> None:
     """Evaluate a checkpoint: VQA exact match (with blank-image and majority-answer
     controls), captioning CIDEr, text-only accuracy; results into the catalog's evals."""

@@ -38,13 +38,15 @@ def generate(
                                                  "images (default: images first)."),
     image: list[str] = typer.Option([], "--image", help="Image file (repeat for several)."),
     input: str | None = typer.Option(None, "--input", help="Batch: JSONL or Parquet with "
-                                                           "image, prompt[, id]."),
+                                                           "image, prompt[, id] (default: "
+                                                           "one --prompt)."),
     out: str | None = typer.Option(None, "--out", help="With --input: JSONL answers file "
                                                        "(default: stdout)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out file."),
     checkpoint: str | None = typer.Option(None, help=CKPT_HELP),
     model: str | None = typer.Option(None, "--model", help="An exported folder, loaded with "
-                                                           "transformers instead."),
+                                                           "transformers instead (default: "
+                                                           "--checkpoint's)."),
     max_new_tokens: int = typer.Option(32, callback=COUNT,
                                        help="Most tokens to generate."),
     temperature: float = typer.Option(0.0, callback=in_range(0, 100),

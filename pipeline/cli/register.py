@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from vilactl.pipeline.cli.choices import DatasetKind
 from vilactl.pipeline.cli.context import COUNT, SEED, console, state
 
 register_app = typer.Typer(help="Validate real-format corpora and record them in the catalog "
@@ -43,14 +44,13 @@ def register_mmc4(
 def register_samples(
     data: str = typer.Option(..., help="Glob of Parquet files in the training-sample schema."),
     name: str = typer.Option(..., help="Catalog dataset name."),
-    kind: str = typer.Option("samples", help="Kind recorded in the catalog (base/kinds.py: "
-                                             "samples, instruct-vqa, eval-vqa, …)."),
+    kind: DatasetKind = typer.Option("samples", help="Kind recorded in the catalog."),
     replace: bool = typer.Option(False, "--replace", help="Replace a dataset of that name."),
 ) -> None:
     """Record Parquet already in the training-sample schema (sample_id, source, segments)."""
     from vilactl.pipeline.jobs.register import register_samples as run
 
-    ds = run(state.workspace, data, name, replace=replace, kind=kind)
+    ds = run(state.workspace, data, name, replace=replace, kind=kind.value)
     console.print(f"registered [bold]{ds.name}[/bold]: {ds.num_samples} samples, "
                   f"{ds.num_images} images")
 
@@ -87,7 +87,7 @@ def register_text_instruct(
     target_field: str = typer.Option("targets", help="Field holding the answer."),
     sample: int | None = typer.Option(None, callback=COUNT,
                                       help="Keep N rows: evenly spaced, or a seeded sample with "
-                                           "--seed (VILA took 1M of FLAN)."),
+                                           "--seed (VILA took 1M of FLAN; default: all)."),
     seed: int | None = typer.Option(None, callback=SEED,
                                     help="Seed for --sample (default: evenly spaced)."),
     name: str = typer.Option("text_instruct", help="Catalog dataset name."),

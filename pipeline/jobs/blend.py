@@ -37,6 +37,7 @@ from vilactl.catalog.rows import (
 )
 from vilactl.curation.blend_plan import Plan, Supply, check_weights, plan
 from vilactl.curation.blend_rows import PAIR_KINDS, as_samples, blendable_problem, merge_groups
+from vilactl.curation.hf_layout import hf_samples
 from vilactl.curation.records import SAMPLE_SCHEMA, segment_counts
 
 UNIT_RULE = ("weights are shares of images; a text-only component counts samples instead")
@@ -173,7 +174,8 @@ def _gather(tmp: Path, p: Plan, req: BlendRequest, buckets: Buckets, quiet: bool
     """Write the output shards in place order, two at a time; images and text words counted
     per shard and per component."""
     def write(j: int) -> tuple[dict, dict]:
-        table = merge_groups(buckets.take(j))
+        # images as HF `Image` structs, so `datasets` and the Hub viewer show them as images
+        table = hf_samples(merge_groups(buckets.take(j)))
         path = tmp / f"part-{j:05d}.parquet"
         atomic.write_parquet(path, table, row_group_size=req.row_group_size)
         images, words = segment_counts(table["segments"])

@@ -15,11 +15,12 @@ from pathlib import Path
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name
+from vilactl.base.vocab import IMAGE_ORDERS
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import Dataset, dataset_shards, resolve
 from vilactl.curation.clip_scorer import ClipScorer, ScorerSpec
 from vilactl.curation.mmc4_build import build_shard
-from vilactl.curation.mmc4_variants import IMAGE_ORDERS, VARIANTS, CoreFilter
+from vilactl.curation.mmc4_variants import VARIANTS, CoreFilter
 from vilactl.pipeline.services.ray_runtime import call, ray_session, run_tasks
 
 

@@ -20,6 +20,7 @@ from vilactl.base import atomic
 from vilactl.base.errors import VilactlError
 from vilactl.base.kinds import Kind
 from vilactl.base.paths import check_name, contained
+from vilactl.base.vocab import DOWNLOAD_FORMATS, RESIZE_MODES
 from vilactl.catalog import db, jobs
 from vilactl.catalog.rows import (
     Dataset,
@@ -74,8 +75,11 @@ def _check_request(req: DownloadRequest) -> None:
         raise VilactlError(f"give exactly one of {flag} GLOB or --from-dataset NAME")
     if req.shard_size <= 0:
         raise VilactlError(f"--shard-size must be positive, got {req.shard_size}")
-    if req.fmt not in ("parquet", "webdataset"):
-        raise VilactlError(f"--format must be parquet or webdataset, got {req.fmt!r}")
+    if req.fmt not in DOWNLOAD_FORMATS:
+        raise VilactlError(f"--format must be {' or '.join(DOWNLOAD_FORMATS)}, got {req.fmt!r}")
+    if req.opts.resize_mode not in RESIZE_MODES:
+        raise VilactlError(f"--resize-mode must be one of {', '.join(RESIZE_MODES)}, got "
+                           f"{req.opts.resize_mode!r}")
     if req.kind == "mmc4" and req.fmt != "parquet":
         raise VilactlError("MMC4 documents are written as Parquet only")
     if req.retry_failed and req.fmt != "parquet":

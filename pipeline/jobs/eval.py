@@ -24,6 +24,7 @@ from vilactl.base.paths import contained
 from vilactl.base.progress import Phase
 from vilactl.catalog import jobs
 from vilactl.catalog.rows import dataset_shards, record_evals
+from vilactl.curation.hf_layout import plain_samples
 from vilactl.pipeline.jobs import checkpoints
 from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
 
@@ -41,7 +42,9 @@ class EvalRequest:
 
 def _rows(workspace: Path, name: str, limit: int | None) -> list[dict]:
     _, paths = dataset_shards(workspace, name)
-    rows = pa.concat_tables(pq.read_table(p) for p in paths).to_pylist() if paths else []
+    # any sample dataset, a blend (HF `Image` structs) included: images as bytes either way
+    rows = (pa.concat_tables(plain_samples(pq.read_table(p)) for p in paths).to_pylist()
+            if paths else [])
     return rows[:limit] if limit else rows
 
 

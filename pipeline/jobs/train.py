@@ -48,6 +48,7 @@ class TrainRequest:
     parents: bool = False              # train earlier stages first when none fits
     replace: bool = False              # train a run name again whose checkpoints exist
     replace_dependents: bool = False   # (demo --force, ablate: they redo the whole chain)
+    overrides: tuple[str, ...] = ()    # `--set KEY=VALUE`s applied to the config, in order
 
     @property
     def out_name(self) -> str:
@@ -123,7 +124,8 @@ def _train_parent(workspace: Path, req: TrainRequest, console: Console,
         raise missing
     console.print(f"[bold]{req.stage}[/bold] starts from a {parent} checkpoint and the catalog "
                   f"has none of this model shape: training {parent} first")
-    train(workspace, TrainRequest(stage=parent, config=req.config, parents=True), console)
+    train(workspace, TrainRequest(stage=parent, config=req.config, parents=True,
+                                  overrides=req.overrides), console)
 
 
 def taken(workspace: Path, name: str, out: Path) -> list[str]:
@@ -184,7 +186,7 @@ def prepare(workspace: Path, req: TrainRequest, world: int = 1,
             console: Console | None = None):
     """(cfg, stage cfg, blend, batch layout, model, tokenizer, paths, parent row) — every input
     checked first; the parent checkpoint chosen announced on `console`."""
-    cfg = config.load(req.config)
+    cfg = config.load(req.config, req.overrides)
     scfg = cfg.stages[req.stage]
     layout = config.layout(cfg, req.stage, world)
     blend = req.blend or scfg.blend
@@ -241,6 +243,9 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     counts = apply_freeze(model, stage, lora)
     if d.main:
         _announce(console, req.stage, blend, counts, layout, d.world, cfg.data.workers)
+        if cfg.overrides:
+            console.print(f"  config: {cfg.source} with --set {' --set '.join(cfg.overrides)}",
+                          highlight=False, markup=False)
     if cfg.train.gradient_checkpointing:
         # non-reentrant: works under DDP/FSDP and with a frozen embedding's inputs
         model.llm.gradient_checkpointing_enable({"use_reentrant": False})
@@ -249,7 +254,7 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
             "lora": lora, "parent": parent and parent["id"], "world": d.world,
             "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
             "micro_batch_size": layout.micro_batch_size, "max_length": layout.max_length,
-            "strategy": cfg.train.strategy}
+            "strategy": cfg.train.strategy, "set": cfg.overrides}
     # SIGTERM/SIGINT from here on: noted, acted on at the next step boundary; still noted
     # while the stopped run is recorded (torchrun's agent signals the ranks again then)
     with StopSignals() as stop, jobs.job(workspace, f"vilactl train --stage {req.stage}", args,
@@ -260,7 +265,8 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         resume_from = _resume(workspace, req, out, cfg, scfg, layout, model, d, console)
         model.to(d.device)
         stream, data = train_setup.data_source(cfg, layout, stage.sft, model, tok, paths, d)
-        meta = {"stage": req.stage, "config": cfg.to_dict(), "blend": blend, "lora": lora,
+        meta = {"stage": req.stage, "config": cfg.to_dict(), "set": cfg.overrides,
+                "blend": blend, "lora": lora,
                 "parent": parent and parent["id"],
                 "tokenizer": str(train_setup.tokenizer_path(workspace, cfg))}
         summary = train_loop(distributed.wrap(model, d, cfg.train.strategy), data,
@@ -316,10 +322,23 @@ def _resume(workspace: Path, req: TrainRequest, out: Path, cfg, scfg, layout, mo
         checkpoint.load_model(resume_from, model)     # then optimizer, scheduler, RNG in the loop
         if d.main:
             console.print(f"resuming from {resume_from}")
+            _changed_overrides(resume_from, cfg.overrides, console)
     if d.main and not req.resume:     # a fresh run of this name starts its logs over
         atomic.remove(contained(workspace, out / "tensorboard") if out.exists() else None)
         (out / "metrics.jsonl").unlink(missing_ok=True)
     return resume_from
+
+
+def _changed_overrides(folder: Path, now: list[str], console: Console) -> None:
+    """--resume honours the --set values given now, as it honours an edited config file (only
+    a changed batch layout is refused); it says so when they differ from the checkpoint's."""
+    from vilactl.base import json_bounds
+
+    meta = json_bounds.load_file(folder / "meta.json") if (folder / "meta.json").exists() else {}
+    was = meta.get("set", []) if isinstance(meta, dict) else []
+    if was != now:
+        console.print(f"  --set differs from the checkpoint's ({' '.join(was) or 'none'}): "
+                      f"continuing with {' '.join(now) or 'none'}", highlight=False, markup=False)
 
 
 def _where(workspace: Path, console: Console, name: str) -> None:
