@@ -1,0 +1,105 @@
+"""The report's run sections: every pipeline run with its status and the counts it recorded,
+download failures by reason, and what the MMC4 build dropped with incomplete documents."""
+from __future__ import annotations
+
+from vilactl.pipeline.jobs.report_html import PALETTE, chart, esc, muted
+
+STATUS = {"ok": "ok", "running": "running", "failed": "failed"}
+
+
+def _short(command: str) -> str:
+    """`vilactl download --kind coyo …` → `download coyo` (the stage and its kind, for labels)."""
+    words = command.split()
+    stage = words[1] if len(words) > 1 else command
+    kind = next((w for a, w in zip(words, words[1:]) if a == "--kind"), None)
+    return f"{stage} {kind}" if kind else stage
+
+
+def _counts(c: dict) -> str:
+    """Every count a run recorded: scalars as `name value`, nested ones as `name: a 1, b 2`."""
+    items = []
+    for k, v in c.items():
+        if isinstance(v, dict):
+            inner = ", ".join(f"{a} {b}" for a, b in v.items() if not isinstance(b, dict | list))
+            items.append(f"{esc(k)}: {esc(inner) or '—'}")
+        elif isinstance(v, list):
+            items.append(f"{esc(k)}: {len(v)} entries")
+        elif isinstance(v, float):
+            items.append(f"{esc(k)} {v:.4g}")
+        else:
+            items.append(f"{esc(k)} {esc(v)}")
+    if not items:
+        return '<span class="muted">no counts recorded</span>'
+    return '<ul class="counts">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+
+
+def _row(r: dict) -> str:
+    status = STATUS.get(r["status"], "failed")
+    note = ""
+    if r["status"] == "running":
+        note = '<br><span class="muted">still running or killed: counts may be partial</span>'
+    elif r["error"]:
+        note = f'<br><span class="muted">{esc(r["error"])[:300]}</span>'
+    started = r["started_at"].strftime("%m-%d %H:%M:%S") if r["started_at"] else ""
+    return (f'<tr class="run-{status}" data-status="{esc(r["status"])}">'
+            f'<td><span class="badge {status}">{esc(r["status"])}</span></td>'
+            f"<td>{esc(r['command'])}{note}</td><td>{esc(started)}</td>"
+            f"<td>{_counts(r['counts'])}</td></tr>")
+
+
+def runs_table(runs: list[dict]) -> str:
+    if not runs:
+        return muted("no runs yet")
+    n = {s: sum(r["status"] == s for r in runs) for s in ("running", "failed")}
+    summary = (f"<p>{len(runs)} runs: {len(runs) - n['running'] - n['failed']} ok, "
+               f"{n['running']} running (or killed), {n['failed']} failed. Running runs are "
+               "marked yellow, failed ones red.</p>")
+    body = "".join(_row(r) for r in runs)
+    return (summary + '<div class="scroll"><table class="runs"><tr><th>status</th>'
+            f"<th>command</th><th>started</th><th>counts recorded</th></tr>{body}</table></div>")
+
+
+def _failures(runs: list[dict]) -> str:
+    """One bar group per failure reason, one colour per download run that had failures."""
+    series = [(_short(r["command"]), r["counts"]["failed"]) for r in runs
+              if r["status"] == "ok" and isinstance(r["counts"].get("failed"), dict)
+              and r["counts"]["failed"]]
+    if not series:
+        return muted("no download failures recorded")
+    reasons = sorted({k for _, f in series for k in f})
+    colors = PALETTE[:len(series)]
+    height = 1.2 + 0.35 * len(reasons) * len(series)
+
+    def draw(ax):
+        bar = 0.8 / len(series)
+        for i, ((_label, f), c) in enumerate(zip(series, colors)):
+            ys = [j + i * bar for j in range(len(reasons))]
+            ax.barh(ys, [f.get(k, 0) for k in reasons], height=bar, color=c)
+        ax.set_yticks([j + bar * (len(series) - 1) / 2 for j in range(len(reasons))], reasons)
+        ax.invert_yaxis()
+        ax.set_xlabel("failed URLs")
+    items = [(f"{label} ({sum(f.values())} failed)", c) for (label, f), c in zip(series, colors)]
+    return chart("download-failures", "download failures by reason", draw, items,
+                 sum(len(f) for _, f in series), height=min(height, 6))
+
+
+def _incomplete(runs: list[dict]) -> str:
+    """Images a download fetched that the MMC4 build dropped with their documents."""
+    builds = [r for r in runs if r["status"] == "ok" and r["command"].startswith("vilactl build")
+              and isinstance(r["counts"].get("dropped"), dict)]
+    out = ""
+    for r in builds[-1:]:
+        c = r["counts"]
+        dropped = ", ".join(f"{k} {v}" for k, v in c["dropped"].items()) or "none"
+        lost = {k: v for k, v in c.items() if "image" in k and isinstance(v, int | float)}
+        out += (f'<p class="note">The MMC4 build (<code>{esc(r["command"])}</code>) keeps a '
+                "document only when it passes the filters; a document missing an image it "
+                "needs is dropped whole, with the images that did download. Documents in "
+                f"{c.get('documents_in', '?')}, kept {c.get('documents_kept', '?')}; dropped "
+                f"by reason: {esc(dropped)}. Image counts: "
+                f"{esc(', '.join(f'{k} {v}' for k, v in lost.items()) or 'none recorded')}.</p>")
+    return out
+
+
+def section(runs: list[dict]) -> str:
+    return runs_table(runs) + _failures(runs) + _incomplete(runs)
