@@ -46,10 +46,11 @@ def _blends(components: list[dict]) -> str:
             left[c["blend"]] += c["achieved_share"]
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
-        ax.set_xlabel("achieved share (of images; of samples for text-only components)")
+        ax.set_xlabel("achieved share")
     items = [(d, color[d]) for d in datasets]
-    return (chart("blends", "blend composition", draw, items, len(components),
-                  height=0.9 + 0.5 * len(blends)) + table(components))
+    return (chart("blends", "blend composition (share of images; of samples for text-only "
+                  "components)", draw, items, len(components), height=0.9 + 0.5 * len(blends))
+            + table(components))
 
 
 def _sections(con, workspace: Path) -> list[tuple[str, str]]:

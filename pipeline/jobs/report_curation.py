@@ -31,19 +31,24 @@ def _histogram(sel: dict, scores: list[tuple[float, bool]]) -> str:
                  draw, items, len(scores))
 
 
-def _grids(con, sel: dict) -> str:
+def _grids(con, sel: dict, ends: bool) -> str:
+    """Image grids around the cutoff, and (`ends`) of the highest and lowest scores: those are
+    the same pairs for every selection by the same scores, so they are shown once."""
     out = ""
     for where, title in (("top", "highest scores"), ("cutoff", "around the cutoff"),
                          ("bottom", "lowest scores")):
+        if where != "cutoff" and not ends:
+            continue
         cards = "".join(
             f'<div class="card"><div class="{"kept" if p["kept"] else "dropped"}">'
-            f'{thumb(p["image"])}</div>{p["score"]:.3f} · {esc(p["text"] or "")}</div>'
+            f'{thumb(p["image"])}</div><div class="cap" title="{esc(p["text"] or "")}">'
+            f'{p["score"]:.3f} · {esc(p["text"] or "")}</div></div>'
             for p in report_data.pairs_by_score(con, sel, where))
         out += f"<h4>{esc(sel['name'])}: {title}</h4><div class='grid'>{cards}</div>"
     return out
 
 
-def _one(con, sel: dict) -> str:
+def _one(con, sel: dict, ends: bool) -> str:
     head = (f'<h3 data-selection="{esc(sel["name"])}">{esc(sel["name"])}</h3>'
             f"<p>top {esc(sel['k'])} of {esc(sel['num_candidates'])} pairs of "
             f"{esc(sel['dataset'])} by {esc(sel['score_expr'] or 'score')}: "
@@ -51,14 +56,19 @@ def _one(con, sel: dict) -> str:
     if not sel["scores"]:
         return head + muted("no CLIP scores dataset of this source to plot")
     scores = report_data.scores_with_kept(con, sel)
-    return head + _histogram(sel, scores) + _grids(con, sel)
+    return head + _histogram(sel, scores) + _grids(con, sel, ends)
 
 
 def section(con) -> str:
     sels = report_data.selections(con)
     if not sels:
         return muted("no CLIP selection yet")
+    first: dict = {}                     # the newest selection of each scores dataset
+    for s in sels:
+        first[s["scores"]] = s
     cols = ["name", "dataset", "k", "num_candidates", "num_selected", "cutoff", "scores",
             "created_at"]
-    return (f"<p>{len(sels)} selection{'s' * (len(sels) != 1)}, oldest first.</p>"
-            + table(sels, cols, cls="selections") + "".join(_one(con, s) for s in sels))
+    return (f"<p>{len(sels)} selection{'s' * (len(sels) != 1)} (table oldest first, charts "
+            "newest first; the highest and lowest scores are shown once per scores).</p>"
+            + table(sels, cols, cls="selections")
+            + "".join(_one(con, s, s is first.get(s["scores"])) for s in reversed(sels)))

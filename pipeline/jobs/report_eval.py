@@ -47,11 +47,12 @@ def _grid(ck: str, ds: str, rows: list[dict]) -> str:
         body += (f"<tr><td>{esc(kind)}</td>"
                  + "".join(_cell(val.get((main + suffix, s))) for s in shots)
                  + "".join(_cell(val.get((c + suffix, 0)), "ctl") for c in controls) + "</tr>")
-    size = rows[0]["num_examples"]
+    size, task = rows[0]["num_examples"], rows[0]["task"]
+    noun = {"caption": "images to caption"}.get(task, "questions")
     why = (" The controls read no image: when an accuracy is not above them, the model is "
            "not using the picture." if controls else "")
     return (f'<h3 data-eval="{esc(ck)}:{esc(ds)}">{esc(ck)} on {esc(ds)}</h3>'
-            f"<p>{esc(rows[0]['task'])} set of {esc(size)} questions (each shot count is "
+            f"<p>{esc(task)} set of {esc(size)} {noun} (each shot count is "
             f"evaluated on all of them).{why}</p>"
             f'<div class="scroll"><table class="evalgrid">{head}{body}</table></div>')
 
@@ -67,6 +68,11 @@ def _predictions(workspace: Path, ck: str, ds: str) -> list[dict]:
     except (OSError, ValueError):
         return []
     return preds if isinstance(preds, list) else []
+
+
+def _short(text: str, n: int = 80) -> str:
+    text = text.strip()
+    return "(empty)" if not text else text if len(text) <= n else text[:n] + " …"
 
 
 def _examples(con, workspace: Path, ck: str, ds: str) -> str:
@@ -89,7 +95,7 @@ def _examples(con, workspace: Path, ck: str, ds: str) -> str:
         cards += (f'<div class="ex" data-example="{esc(p["sample_id"])}">{img}<div>'
                   f'<span class="muted">{esc(p["kind"])}</span> {esc(question)}<br>'
                   f'answer: <b>{esc(p["answer"])}</b><br>model: <span class="'
-                  f'{"right" if right else "wrong"}">{esc(p["prediction"])}</span>'
+                  f'{"right" if right else "wrong"}">{esc(_short(p["prediction"]))}</span>'
                   f"{' ✓' if right else ' ✗'}</div></div>")
     return (f"<p>Example predictions ({len(pick)} of {len(preds)}, lowest shot count):</p>"
             f'<div class="grid examples">{cards}</div>')

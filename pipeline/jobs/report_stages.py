@@ -5,6 +5,7 @@ from __future__ import annotations
 from vilactl.pipeline.jobs.report_html import PALETTE, chart, esc, muted
 
 STATUS = {"ok": "ok", "running": "running", "failed": "failed"}
+SHOWN = 12             # counts shown per run before the rest folds away
 
 
 def _short(command: str) -> str:
@@ -14,22 +15,27 @@ def _short(command: str) -> str:
     return " ".join(w for w in words if not w.startswith("-")) or command
 
 
+def _count(k: str, v) -> str:
+    if isinstance(v, dict):
+        inner = ", ".join(f"{a} {b if not isinstance(b, dict | list) else '…'}"
+                          for a, b in v.items())
+        return f"<b>{esc(k)}</b>: {esc(inner) or '—'}"
+    if isinstance(v, list):
+        return f"<b>{esc(k)}</b>: {esc(', '.join(map(str, v[:8])))}{' …' * (len(v) > 8)}"
+    return f"<b>{esc(k)}</b> {f'{v:.4g}' if isinstance(v, float) else esc(v)}"
+
+
 def _counts(c: dict) -> str:
-    """Every count a run recorded: scalars as `name value`, nested ones as `name: a 1, b 2`."""
-    items = []
-    for k, v in c.items():
-        if isinstance(v, dict):
-            inner = ", ".join(f"{a} {b}" for a, b in v.items() if not isinstance(b, dict | list))
-            items.append(f"{esc(k)}: {esc(inner) or '—'}")
-        elif isinstance(v, list):
-            items.append(f"{esc(k)}: {len(v)} entries")
-        elif isinstance(v, float):
-            items.append(f"{esc(k)} {v:.4g}")
-        else:
-            items.append(f"{esc(k)} {esc(v)}")
+    """Every count a run recorded, on a few lines: scalars as `name value`, nested ones as
+    `name: a 1, b 2`; past SHOWN of them the rest folds into a <details>."""
+    items = [_count(k, v) for k, v in c.items()]
     if not items:
         return '<span class="muted">no counts recorded</span>'
-    return '<ul class="counts">' + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    head = " · ".join(items[:SHOWN])
+    if len(items) > SHOWN:
+        head += (f"<details><summary>{len(items) - SHOWN} more counts</summary>"
+                 f"{' · '.join(items[SHOWN:])}</details>")
+    return f'<div class="counts">{head}</div>'
 
 
 def _row(r: dict) -> str:
@@ -67,7 +73,7 @@ def _failures(runs: list[dict]) -> str:
         return muted("no download failures recorded")
     reasons = sorted({k for _, f in series for k in f})
     colors = PALETTE[:len(series)]
-    height = 1.2 + 0.35 * len(reasons) * len(series)
+    height = 1.0 + 0.22 * len(reasons) * len(series)
 
     def draw(ax):
         bar = 0.8 / len(series)
@@ -76,6 +82,7 @@ def _failures(runs: list[dict]) -> str:
             ax.barh(ys, [f.get(k, 0) for k in reasons], height=bar, color=c)
         ax.set_yticks([j + bar * (len(series) - 1) / 2 for j in range(len(reasons))], reasons)
         ax.invert_yaxis()
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_xlabel("failed URLs")
     items = [(f"{label} ({sum(f.values())} failed)", c) for (label, f), c in zip(series, colors)]
     return chart("download-failures", "download failures by reason", draw, items,

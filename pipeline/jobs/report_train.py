@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from vilactl.pipeline.jobs.report_html import PALETTE, chart, esc, muted
+from vilactl.pipeline.jobs.report_html import PALETTE, chart, muted
 
 STAGES = ("projector", "pretrain", "sft")
 
@@ -55,4 +55,5 @@ def section(runs: list[dict]) -> str:
         return muted("no training runs yet")
     order = [s for s in STAGES if s in by_stage] + sorted(set(by_stage) - set(STAGES))
     return ("<p>One chart per stage; each line is a run's loss per optimizer step.</p>"
-            + "".join(f"<h3>{esc(s)}</h3>" + _stage_chart(s, by_stage[s]) for s in order))
+            + '<div class="charts">' + "".join(_stage_chart(s, by_stage[s]) for s in order)
+            + "</div>")
