@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from vilactl.catalog import report_data
-from vilactl.pipeline.jobs.report_html import esc, muted, thumb
+from vilactl.pipeline.jobs.report_html import esc, muted, table, thumb
 
 CONTROLS = {"accuracy_blank_image": "blank image (0-shot)",
             "majority_baseline": "majority answer"}
@@ -31,8 +31,10 @@ def _cell(v: float | None, cls: str = "acc") -> str:
 def _grid(ck: str, ds: str, rows: list[dict]) -> str:
     """Rows: all questions, then each question type; columns: each shot count, then the
     controls."""
-    main = next(r["metric"] for r in rows if ":" not in r["metric"]
-                and r["metric"] not in CONTROLS)
+    main = next((r["metric"] for r in rows if ":" not in r["metric"]
+                 and r["metric"] not in CONTROLS), None)
+    if main is None:                     # only controls recorded: show the rows as they are
+        return f"<h3>{esc(ck)} on {esc(ds)}</h3>" + table(rows)
     val = {(r["metric"], r["shots"]): r["value"] for r in rows}
     shots = sorted({s for (m, s) in val if m == main})
     kinds = sorted({m.split(":", 1)[1] for (m, _) in val if m.startswith(main + ":")})

@@ -44,7 +44,7 @@ def _row(r: dict) -> str:
     if r["status"] == "running":
         note = '<br><span class="muted">still running or killed: counts may be partial</span>'
     elif r["error"]:
-        note = f'<br><span class="muted">{esc(r["error"])[:300]}</span>'
+        note = f'<br><span class="muted">{esc(r["error"][:300])}</span>'
     started = r["started_at"].strftime("%m-%d %H:%M:%S") if r["started_at"] else ""
     return (f'<tr class="run-{status}" data-status="{esc(r["status"])}">'
             f'<td><span class="badge {status}">{esc(r["status"])}</span></td>'
