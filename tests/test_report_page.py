@@ -25,6 +25,9 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-dev-shm-usage", "--hide-scrollbars"]
 
 
+VOID = ("img", "br", "meta", "link", "input", "hr", "source", "wbr")    # elements never closed
+
+
 class Page(HTMLParser):
     """The charts of a page (their data attributes, legend entries and images) and every
     element's attributes, from the DOM Chromium dumps."""
@@ -47,11 +50,11 @@ class Page(HTMLParser):
             chart["legend_items"] += 1
         if chart is not None and tag == "img" and a.get("src", "").startswith("data:image/"):
             chart["images"] += 1
-        if tag not in ("img", "br", "meta", "link", "input", "hr"):
+        if tag not in VOID:
             self._open.append(chart)
 
     def handle_endtag(self, tag):
-        if tag not in ("img", "br", "meta", "link", "input", "hr") and self._open:
+        if tag not in VOID and self._open:
             self._open.pop()
 
     def having(self, attr: str) -> list[tuple[str, dict]]:
@@ -118,6 +121,28 @@ def _chromium(url: str, tmp: Path, window: int, shot: Path) -> str:
                           capture_output=True, text=True, timeout=180, check=True).stdout
 
 
+def _phone(page: Path, tmp: Path, shot: Path) -> str:
+    """The phone harness's DOM for `page` (its body carries the measurements)."""
+    phone = tmp / f"phone-{page.stem}.html"
+    phone.write_text(PHONE.replace("REPORT", page.name))
+    dom = _chromium(phone.as_uri(), tmp, 500, shot)
+    with Image.open(shot) as im:                                  # the iframe's 390 px
+        im.crop((0, 0, 390, im.height)).save(shot)
+    return dom
+
+
+def test_phone_check_flags_a_page_wider_than_a_phone(tmp_path):
+    from vilactl.pipeline.jobs.report_html import page
+
+    wide = tmp_path / "wide.html"
+    wide.write_text(page("ws", "now", [("A section", '<div class="wide" style="width:600px">'
+                                                     "a line of text too wide</div>")]))
+    dom = _phone(wide, tmp_path, tmp_path / "wide.png")
+    scroll, client = map(int, dom.split('data-width="')[1].split('"')[0].split("/"))
+    assert client == 390 and scroll > client, (scroll, client)
+    assert "div.wide" in dom.split('data-wide="')[1].split('"')[0]
+
+
 @pytest.fixture(scope="module")
 def report(demo_ws, tmp_path_factory):
     """A copy of the demo with a second selection (a user's top-20) and a run left `running`
@@ -136,12 +161,8 @@ def report(demo_ws, tmp_path_factory):
     run_cli("report", "--out", str(out), workspace=ws, check=True, timeout=600)
     shots = Path(os.environ["REPORT_SHOTS"]) if os.environ.get("REPORT_SHOTS") else tmp
     shots.mkdir(parents=True, exist_ok=True)
-    phone = tmp / "phone.html"
-    phone.write_text(PHONE.replace("REPORT", out.name))
     doms = {1400: _chromium(out.as_uri(), tmp, 1400, shots / "report-1400px.png"),
-            390: _chromium(phone.as_uri(), tmp, 500, shots / "report-390px.png")}
-    with Image.open(shots / "report-390px.png") as im:          # the iframe's 390 px
-        im.crop((0, 0, 390, im.height)).save(shots / "report-390px.png")
+            390: _phone(out, tmp, shots / "report-390px.png")}
     return {"ws": ws, "html": out.read_text(), "dom": doms, "shots": shots}
 
 
@@ -187,7 +208,7 @@ def test_runs_show_their_counts_and_a_running_run_is_marked(report):
         (a["data-status"], a["class"]) for _, a in rows)["running"]
     assert len(rows) == sql(report["ws"], "SELECT count(*) AS n FROM runs WHERE command NOT "
                                           "LIKE 'vilactl demo:%'")[0]["n"]
-    assert "selected 20" in report["html"]           # the top-20 curate's own count
+    assert "<b>selected</b> 20" in report["html"]      # the top-20 curate's own count
     run = sql(report["ws"], "SELECT counts FROM runs WHERE command LIKE 'vilactl download mmc4%' "
                             "AND status = 'ok'")
     counts = json.loads(run[0]["counts"])
