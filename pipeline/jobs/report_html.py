@@ -43,7 +43,7 @@ tr.run-running td{background:#fff6d6}tr.run-failed td{background:#fde2e2}
 .ex{display:flex;gap:8px;align-items:flex-start;border:1px solid #ddd;padding:6px;width:300px;
 max-width:100%}.ex img{width:64px;height:64px;image-rendering:pixelated;flex:none}
 .ex .right{color:#161}.ex .wrong{color:#a11}
-.charts{display:flex;flex-wrap:wrap;gap:0 24px}.charts figure.chart{max-width:540px;flex:1 1 340px}
+.charts{display:flex;flex-wrap:wrap;gap:0 24px}.charts figure.chart{max-width:540px;flex:1 1 460px}
 @media (max-width:600px){table.runs,table.runs tbody,table.runs tr,table.runs td{display:block}
 table.runs tr:first-child{display:none}table.runs tr{border:1px solid #ddd;margin:6px 0}
 table.runs td{border:0;overflow-wrap:anywhere}}"""

@@ -42,7 +42,7 @@ def _stage_chart(stage: str, curves: list[tuple[str, list, list, bool]]) -> str:
     items = [(f"{label}: {ys[0]:.3f} → {ys[-1]:.3f} over {len(ys)} steps", c)
              for (label, _, ys, _), c in zip(curves, colors)]
     return chart(f"loss:{stage}", f"{stage}: training loss", draw, items,
-                 sum(len(c[2]) for c in curves), height=3.0)
+                 sum(len(c[2]) for c in curves), width=5.2, height=3.0)
 
 
 def section(runs: list[dict]) -> str:
