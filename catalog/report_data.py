@@ -47,12 +47,6 @@ def selections(con) -> list[dict]:
     return _dicts(con.sql(_SELECTIONS))
 
 
-def selection(con) -> dict | None:
-    """The newest COYO selection that has a scores dataset."""
-    rows = [s for s in selections(con) if s["scores"]]
-    return rows[-1] if rows else None
-
-
 def scores_with_kept(con, sel: dict) -> list[tuple[float, bool]]:
     q = (f'SELECT s.score, s.id IN (SELECT id FROM "{view_name(sel["name"])}") AS kept '
          f'FROM "{view_name(sel["scores"])}" s WHERE s.score IS NOT NULL')
