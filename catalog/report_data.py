@@ -24,22 +24,27 @@ def datasets(con) -> list[dict]:
 
 
 def stage_counts(con) -> list[dict]:
-    """Runs of the pipeline's commands with their counts (download failures by reason, …)."""
-    rows = _dicts(con.sql("SELECT command, status, counts, finished_at FROM runs WHERE command "
-                          "NOT LIKE 'vilactl demo:%' ORDER BY started_at"))
+    """Runs of the pipeline's commands with their status and counts (download failures by
+    reason, documents dropped by reason, …), oldest first."""
+    rows = _dicts(con.sql("SELECT id, command, status, counts, error, started_at, finished_at "
+                          "FROM runs WHERE command NOT LIKE 'vilactl demo:%' ORDER BY started_at"))
     for r in rows:
         r["counts"] = json.loads(r["counts"] or "{}")
     return rows
 
 
-def selection(con) -> dict | None:
-    """The newest COYO selection with its scores dataset (kind clip-scores of the same source)."""
-    rows = _dicts(con.sql(
-        "SELECT s.name, s.dataset, s.k, s.cutoff, s.num_candidates, s.num_selected, "
-        f"       (SELECT d.name FROM datasets d WHERE d.kind = '{Kind.CLIP_SCORES}' AND "
-        "        list_contains(d.parents, s.dataset) ORDER BY d.created_at DESC LIMIT 1) AS scores"
-        " FROM selections s ORDER BY s.created_at DESC LIMIT 1"))
-    return rows[0] if rows and rows[0]["scores"] else None
+_SELECTIONS = (
+    "SELECT s.name, s.dataset, s.score_expr, s.k, s.cutoff, s.num_candidates, s.num_selected, "
+    "       s.created_at, "
+    f"       (SELECT d.name FROM datasets d WHERE d.kind = '{Kind.CLIP_SCORES}' AND "
+    "        list_contains(d.parents, s.dataset) ORDER BY d.created_at DESC LIMIT 1) AS scores"
+    " FROM selections s ORDER BY s.created_at")
+
+
+def selections(con) -> list[dict]:
+    """Every COYO selection, oldest first, each with its scores dataset (kind clip-scores of
+    the same source; None when the source has none)."""
+    return _dicts(con.sql(_SELECTIONS))
 
 
 def scores_with_kept(con, sel: dict) -> list[tuple[float, bool]]:
@@ -90,3 +95,13 @@ def training_runs(con) -> list[dict]:
 def evals(con) -> list[dict]:
     return _dicts(con.sql("SELECT checkpoint, dataset, task, metric, shots, value, num_examples "
                           "FROM evals ORDER BY checkpoint, dataset, metric, shots"))
+
+
+def eval_samples(con, dataset: str, sample_ids: list[str]) -> dict[str, list[dict]]:
+    """The segments (text, image) of some samples of an eval set, by sample id."""
+    if not sample_ids or not con.sql("SELECT 1 FROM datasets WHERE name = ?",
+                                     params=[dataset]).fetchall():
+        return {}
+    rows = con.sql(f'SELECT sample_id, segments FROM "{view_name(dataset)}" '
+                   "WHERE list_contains(?, sample_id)", params=[sample_ids]).fetchall()
+    return dict(rows)

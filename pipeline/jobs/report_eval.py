@@ -1,0 +1,116 @@
+"""The report's evaluation section: per checkpoint and eval set, a grid of question type (rows)
+× shots (columns) with the image-blind controls (the same model on a blank image, the majority
+answer) beside the accuracies, the set's size, and a bounded number of example predictions
+with their images (small thumbnails inlined as data URIs)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vilactl.catalog import report_data
+from vilactl.pipeline.jobs.report_html import esc, muted, table, thumb
+
+CONTROLS = {"accuracy_blank_image": "blank image (0-shot)",
+            "majority_baseline": "majority answer"}
+EXAMPLES = 6            # example predictions per checkpoint and set
+EXAMPLE_GRIDS = 6       # sets (of the newest checkpoints) that show examples
+THUMB = 64
+
+
+def _groups(rows: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        out.setdefault((r["checkpoint"], r["dataset"]), []).append(r)
+    return out
+
+
+def _cell(v: float | None, cls: str = "acc") -> str:
+    return f'<td class="num {cls}">{"" if v is None else f"{v:.3f}"}</td>'
+
+
+def _grid(ck: str, ds: str, rows: list[dict]) -> str:
+    """Rows: all questions, then each question type; columns: each shot count, then the
+    controls."""
+    main = next((r["metric"] for r in rows if ":" not in r["metric"]
+                 and r["metric"] not in CONTROLS), None)
+    if main is None:                     # only controls recorded: show the rows as they are
+        return f"<h3>{esc(ck)} on {esc(ds)}</h3>" + table(rows)
+    val = {(r["metric"], r["shots"]): r["value"] for r in rows}
+    shots = sorted({s for (m, s) in val if m == main})
+    kinds = sorted({m.split(":", 1)[1] for (m, _) in val if m.startswith(main + ":")})
+    controls = [c for c in CONTROLS if (c, 0) in val]
+    head = ("<tr><th>question type</th>"
+            + "".join(f'<th data-shots="{s}">{s}-shot {esc(main)}</th>' for s in shots)
+            + "".join(f'<th class="ctl" data-control="{c}">{esc(CONTROLS[c])}</th>'
+                      for c in controls) + "</tr>")
+    body = ""
+    for kind in ["all", *kinds]:
+        suffix = "" if kind == "all" else f":{kind}"
+        body += (f"<tr><td>{esc(kind)}</td>"
+                 + "".join(_cell(val.get((main + suffix, s))) for s in shots)
+                 + "".join(_cell(val.get((c + suffix, 0)), "ctl") for c in controls) + "</tr>")
+    size, task = rows[0]["num_examples"], rows[0]["task"]
+    noun = {"caption": "images to caption"}.get(task, "questions")
+    why = (" The controls read no image: when an accuracy is not above them, the model is "
+           "not using the picture." if controls else "")
+    return (f'<h3 data-eval="{esc(ck)}:{esc(ds)}">{esc(ck)} on {esc(ds)}</h3>'
+            f"<p>{esc(task)} set of {esc(size)} {noun} (each shot count is "
+            f"evaluated on all of them).{why}</p>"
+            f'<div class="scroll"><table class="evalgrid">{head}{body}</table></div>')
+
+
+def _predictions(workspace: Path, ck: str, ds: str) -> list[dict]:
+    folder = Path(workspace) / "evals" / ck.replace("@", "-")
+    files = sorted(folder.glob(f"{ds}-*shot.json"),
+                   key=lambda p: int(p.name[len(ds) + 1:-len("shot.json")] or 0))
+    if not files:
+        return []
+    try:
+        preds = json.loads(files[0].read_text())
+    except (OSError, ValueError):
+        return []
+    return preds if isinstance(preds, list) else []
+
+
+def _short(text: str, n: int = 80) -> str:
+    text = text.strip()
+    return "(empty)" if not text else text if len(text) <= n else text[:n] + " …"
+
+
+def _examples(con, workspace: Path, ck: str, ds: str) -> str:
+    """Some right and some wrong 0-shot answers (the lowest shot count written)."""
+    preds = _predictions(workspace, ck, ds)
+    if not preds:
+        return ""
+    from vilactl.train.evaluate import normalise
+
+    ok = [p for p in preds if normalise(p["prediction"]) == normalise(p["answer"])]
+    bad = [p for p in preds if p not in ok]
+    pick = (ok[:EXAMPLES // 2] + bad + ok[EXAMPLES // 2:])[:EXAMPLES]
+    segs = report_data.eval_samples(con, ds, [p["sample_id"] for p in pick])
+    cards = ""
+    for p in pick:
+        s = segs.get(p["sample_id"], [])
+        img = next((thumb(x["image"], THUMB) for x in s if x["image"] is not None), "")
+        question = " ".join(x["text"] for x in s[:-1] if x["text"])[:160]
+        right = p in ok
+        cards += (f'<div class="ex" data-example="{esc(p["sample_id"])}">{img}<div>'
+                  f'<span class="muted">{esc(p["kind"])}</span> {esc(question)}<br>'
+                  f'answer: <b>{esc(p["answer"])}</b><br>model: <span class="'
+                  f'{"right" if right else "wrong"}">{esc(_short(p["prediction"]))}</span>'
+                  f"{' ✓' if right else ' ✗'}</div></div>")
+    return (f"<p>Example predictions ({len(pick)} of {len(preds)}, lowest shot count):</p>"
+            f'<div class="grid examples">{cards}</div>')
+
+
+def section(con, workspace: Path) -> str:
+    groups = _groups(report_data.evals(con))
+    if not groups:
+        return muted("no evaluations yet")
+    with_examples = set(list(groups)[-EXAMPLE_GRIDS:])
+    out = ""
+    for (ck, ds), rows in groups.items():
+        out += _grid(ck, ds, rows)
+        if (ck, ds) in with_examples:
+            out += _examples(con, workspace, ck, ds)
+    return out
