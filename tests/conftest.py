@@ -66,6 +66,19 @@ def run_cli(*args: str, workspace: Path | str | None = None, env: dict | None = 
     return proc
 
 
+# The first test that asks for the demo workspace waits for the tiny demo (~3 min on a quiet
+# 2-core machine, 12 min seen under load): give those tests room beyond pytest's 600 s, so
+# that the demo's own subprocess limit below is the one that speaks.
+DEMO_TIMEOUT = 1500
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "demo_ws" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+                "timeout"):
+            item.add_marker(pytest.mark.timeout(DEMO_TIMEOUT + 300))
+
+
 @pytest.fixture(scope="session")
 def demo_ws(tmp_path_factory) -> Path:
     """`vilactl demo --size tiny`, once per session. Tests that write into a workspace copy it
@@ -73,8 +86,8 @@ def demo_ws(tmp_path_factory) -> Path:
     (no terminal, no COLUMNS) with a progress line at every update; its output is kept in
     `demo.log` beside the workspace for tests/test_logs.py."""
     ws = tmp_path_factory.mktemp("demo-workspace-with-paths-longer-than-a-terminal-line") / "ws"
-    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True, timeout=900,
-                    env={"COLUMNS": None, "VILACTL_PROGRESS_SECONDS": "0"})
+    first = run_cli("demo", "--size", "tiny", workspace=ws, check=True,
+                    timeout=DEMO_TIMEOUT, env={"COLUMNS": None, "VILACTL_PROGRESS_SECONDS": "0"})
     assert "mirror serving" in first.stdout and "datasets" in first.stdout
     (ws.parent / "demo.log").write_text(first.stdout + first.stderr)
     return ws

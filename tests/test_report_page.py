@@ -18,9 +18,6 @@ import pytest
 from conftest import run_cli, sql, workspace_copy
 from PIL import Image
 
-# The demo fixture alone can pass pytest's default 600 s on a loaded machine.
-pytestmark = pytest.mark.timeout(1800)
-
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-dev-shm-usage", "--hide-scrollbars"]
 
