@@ -10,6 +10,7 @@ def test_demo_eval_recorded(demo_ws):
                         "WHERE checkpoint = 'sft@6'")
     got = {(r["dataset"], r["metric"], r["shots"]): r for r in rows}
     for key in [("eval_vqa", "accuracy", 0), ("eval_vqa", "accuracy", 4),
+                ("eval_vqa", "vqa_accuracy", 0), ("eval_vqa", "vqa_accuracy", 4),
                 ("eval_vqa", "accuracy_blank_image", 0), ("eval_vqa", "majority_baseline", 0),
                 ("eval_caption", "cider", 0), ("eval_caption", "cider", 4),
                 ("eval_text", "accuracy", 0), ("eval_text", "accuracy", 4)]:
@@ -18,6 +19,10 @@ def test_demo_eval_recorded(demo_ws):
     assert got[("eval_vqa", "accuracy", 0)]["num_examples"] == 45
     kinds = {m.split(":")[1] for (d, m, s) in got if d == "eval_vqa" and m.startswith("accuracy:")}
     assert kinds == {"color", "shape", "count", "position"}
+    soft = {m.split(":")[1] for (d, m, s) in got if d == "eval_vqa" and
+            m.startswith("vqa_accuracy:")}
+    assert soft == kinds and not any(m.startswith("vqa_accuracy") for (d, m, s) in got
+                                     if d != "eval_vqa")      # VQA sets only
     preds = json.loads((demo_ws / "evals" / "sft-6" / "eval_vqa-0shot.json").read_text())
     assert len(preds) == 45 and {"answer", "prediction", "kind"} <= set(preds[0])
 
@@ -45,6 +50,35 @@ def test_eval_any_sample_dataset_and_bad_input(demo_ws, tmp_path):
         proc = run_cli("eval", *args, workspace=ws)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr[-400:]
         assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_vqa_accuracy_scores_against_every_reference_answer(demo_ws, tmp_path):
+    """A set whose `answers` column holds the model's own 0-shot prediction 4 times among 10
+    references: VQAv2 soft accuracy is 1.0 on every question while exact match against the
+    single `answer` stays what it was."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ws = workspace_copy(demo_ws, tmp_path / "ws")
+    preds = json.loads((demo_ws / "evals" / "sft-6" / "eval_vqa-0shot.json").read_text())
+    shard = sql(ws, "SELECT path FROM shards WHERE dataset = 'eval_vqa'")[0]["path"]
+    table = pq.read_table(shard)
+    by_id = {p["sample_id"]: p for p in preds}
+    answers = [[by_id[i]["prediction"]] * 4 + [by_id[i]["answer"]] * 6
+               for i in table["sample_id"].to_pylist()]
+    (tmp_path / "soft").mkdir()
+    pq.write_table(table.append_column("answers", pa.array(answers, pa.list_(pa.string()))),
+                   tmp_path / "soft" / "part-0.parquet")
+    run_cli("register", "samples", "--data", str(tmp_path / "soft" / "*.parquet"), "--name",
+            "soft_vqa", workspace=ws, check=True)
+    run_cli("eval", "--checkpoint", "sft@6", "--dataset", "soft_vqa", "--shots", "0",
+            workspace=ws, check=True)
+    got = {r["metric"]: r["value"] for r in sql(
+        ws, "SELECT metric, value FROM evals WHERE dataset = 'soft_vqa' AND shots = 0")}
+    exact = sql(ws, "SELECT value FROM evals WHERE dataset = 'eval_vqa' AND shots = 0 AND "
+                    "metric = 'accuracy' AND checkpoint = 'sft@6'")
+    assert got["vqa_accuracy"] == 1.0 and got["accuracy"] == exact[0]["value"]
+    assert all(got[f"vqa_accuracy:{k}"] == 1.0 for k in ("color", "shape", "count", "position"))
 
 
 def test_ablate_prints_four_rows(demo_ws, tmp_path):

@@ -218,6 +218,7 @@ def test_eval_grid_has_shots_controls_and_example_predictions(report):
     dom = report["dom"][1400]
     grid = dom.split('data-eval="sft@6:eval_vqa"')[1].split("</table>")[0]
     assert 'data-shots="0"' in grid and 'data-shots="4"' in grid
+    assert 'data-metric="accuracy"' in grid and 'data-metric="vqa_accuracy"' in grid
     assert 'data-control="accuracy_blank_image"' in grid
     assert 'data-control="majority_baseline"' in grid
     for kind in ("color", "shape", "count", "position"):

@@ -5,7 +5,9 @@ A held-out sample is [(image), user question, assistant answer] (VQA / text) or 
 assistant caption] (captioning). Prompts are the SFT conversation the model was trained on
 ("USER: <image> q ASSISTANT:"); k-shot prepends k demonstrations (context and answer) drawn,
 seeded, from the same set, never the query itself. Answers are greedy decodes up to end of turn,
-compared after lower-casing and stripping punctuation. CIDEr is pycocoevalcap's.
+compared after lower-casing and stripping punctuation (`accuracy`); VQA sets also get the VQAv2
+metric (`vqa_accuracy`, train/vqa_metric.py: VQAv2 answer normalisation, soft accuracy when a
+sample lists several reference answers in an `answers` column). CIDEr is pycocoevalcap's.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from vilactl.train import vqa_metric
 from vilactl.train.generate import Decoding, VilaGenerator
 
 
@@ -24,6 +27,7 @@ class Item:
     kind: str                          # question type (from `source`, e.g. eval_vqa:color)
     context: list[dict]                # segments before the answer
     answer: str
+    references: tuple[str, ...] = ()   # several reference answers (VQAv2's ten), if the set has
 
 
 def normalise(text: str) -> str:
@@ -37,7 +41,9 @@ def items(rows: list[dict]) -> list[Item]:
         if not segs or segs[-1]["text"] is None:
             continue
         kind = r["source"].split(":", 1)[1] if ":" in (r["source"] or "") else "all"
-        out.append(Item(r["sample_id"], kind, segs[:-1], segs[-1]["text"]))
+        refs = r.get("answers")
+        refs = tuple(a for a in refs if isinstance(a, str)) if isinstance(refs, list) else ()
+        out.append(Item(r["sample_id"], kind, segs[:-1], segs[-1]["text"], refs))
     return out
 
 
@@ -83,12 +89,21 @@ class Evaluator:
             return {"metric": "cider", "value": float(score), "n": len(its), "by_kind": {},
                     "predictions": preds}
         hits = [normalise(p) == normalise(it.answer) for p, it in zip(preds, its)]
-        by = defaultdict(list)
-        for h, it in zip(hits, its):
-            by[it.kind].append(h)
-        return {"metric": "accuracy", "value": float(np.mean(hits)), "n": len(its),
-                "by_kind": {k: float(np.mean(v)) for k, v in sorted(by.items())},
-                "predictions": preds}
+        out = {"metric": "accuracy", **_by_kind(hits, its), "n": len(its), "predictions": preds}
+        if task == "vqa":
+            soft = [vqa_metric.score(p, it.references or [it.answer])
+                    for p, it in zip(preds, its)]
+            out["also"] = {"vqa_accuracy": _by_kind(soft, its)}
+        return out
+
+
+def _by_kind(scores: list[float], its: list[Item]) -> dict:
+    """{"value": mean, "by_kind": {question type: mean}}."""
+    by = defaultdict(list)
+    for s, it in zip(scores, its):
+        by[it.kind].append(s)
+    return {"value": float(np.mean(scores)),
+            "by_kind": {k: float(np.mean(v)) for k, v in sorted(by.items())}}
 
 
 def majority_baseline(train: list[Item], test: list[Item]) -> dict:

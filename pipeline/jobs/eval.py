@@ -2,7 +2,8 @@
 
 Loads the checkpoint with the model config saved beside it, then for each dataset (default: the
 demo's eval_vqa, eval_caption, eval_text; any training-sample-schema dataset works) runs
-0-shot and k-shot evaluation (train/evaluate.py). VQA also gets the two controls that show the
+0-shot and k-shot evaluation (train/evaluate.py). VQA is scored twice: `accuracy` (exact match
+after lower-casing) and `vqa_accuracy` (the VQAv2 metric), and gets the two controls that show the
 model reads the image: the same model given a blank grey image, and the image-blind majority
 answer per question type (from the training VQA set). Every number lands in `evals`;
 predictions go to <workspace>/evals/<checkpoint>/<dataset>-<shots>shot.json.
@@ -97,8 +98,11 @@ def _dataset(workspace: Path, ev: Evaluator, name: str, its: list, ck: str,
         r = ev.run(its, task, k)
         progress.advance(status=f"{name} {k}-shot {r['metric']} {r['value']:.3f}")
         results.append({**base, "shots": k, "metric": r["metric"], "value": r["value"]})
-        results += [{**base, "shots": k, "metric": f"accuracy:{kind}", "value": v}
-                    for kind, v in r["by_kind"].items()]
+        for metric, m in [(r["metric"], r), *r.get("also", {}).items()]:
+            if metric != r["metric"]:
+                results.append({**base, "shots": k, "metric": metric, "value": m["value"]})
+            results += [{**base, "shots": k, "metric": f"{metric}:{kind}", "value": v}
+                        for kind, v in m["by_kind"].items()]
         predictions[f"{name}-{k}shot.json"] = json.dumps(
             [{"sample_id": it.sample_id, "kind": it.kind, "answer": it.answer,
               "prediction": p} for it, p in zip(its, r["predictions"])], indent=1)

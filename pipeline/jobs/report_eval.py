@@ -29,25 +29,27 @@ def _cell(v: float | None, cls: str = "acc") -> str:
 
 
 def _grid(ck: str, ds: str, rows: list[dict]) -> str:
-    """Rows: all questions, then each question type; columns: each shot count, then the
-    controls."""
-    main = next((r["metric"] for r in rows if ":" not in r["metric"]
-                 and r["metric"] not in CONTROLS), None)
-    if main is None:                     # only controls recorded: show the rows as they are
+    """Rows: all questions, then each question type; columns: each metric (VQA: exact match,
+    then the VQAv2 metric) at each shot count, then the controls."""
+    mains = list(dict.fromkeys(r["metric"] for r in rows if ":" not in r["metric"]
+                               and r["metric"] not in CONTROLS))
+    if not mains:                        # only controls recorded: show the rows as they are
         return f"<h3>{esc(ck)} on {esc(ds)}</h3>" + table(rows)
     val = {(r["metric"], r["shots"]): r["value"] for r in rows}
-    shots = sorted({s for (m, s) in val if m == main})
-    kinds = sorted({m.split(":", 1)[1] for (m, _) in val if m.startswith(main + ":")})
+    cols = [(m, s) for m in mains for s in sorted({s for (x, s) in val if x == m})]
+    kinds = sorted({m.split(":", 1)[1] for (m, _) in val
+                    if m.split(":", 1)[0] in mains and ":" in m})
     controls = [c for c in CONTROLS if (c, 0) in val]
     head = ("<tr><th>question type</th>"
-            + "".join(f'<th data-shots="{s}">{s}-shot {esc(main)}</th>' for s in shots)
+            + "".join(f'<th data-shots="{s}" data-metric="{esc(m)}">{s}-shot {esc(m)}</th>'
+                      for m, s in cols)
             + "".join(f'<th class="ctl" data-control="{c}">{esc(CONTROLS[c])}</th>'
                       for c in controls) + "</tr>")
     body = ""
     for kind in ["all", *kinds]:
         suffix = "" if kind == "all" else f":{kind}"
         body += (f"<tr><td>{esc(kind)}</td>"
-                 + "".join(_cell(val.get((main + suffix, s))) for s in shots)
+                 + "".join(_cell(val.get((m + suffix, s))) for m, s in cols)
                  + "".join(_cell(val.get((c + suffix, 0)), "ctl") for c in controls) + "</tr>")
     size, task = rows[0]["num_examples"], rows[0]["task"]
     noun = {"caption": "images to caption"}.get(task, "questions")
