@@ -14,8 +14,12 @@ def demo_log(demo_ws) -> str:
 
 def test_demo_log_keeps_paths_names_and_commands_whole(demo_ws):
     log = demo_log(demo_ws)
-    names = [r["name"] for r in sql(demo_ws, "SELECT name FROM datasets")]
-    ckpts = sql(demo_ws, "SELECT id, path FROM checkpoints WHERE stage <> 'clip'")
+    # what the demo made (other tests add datasets and checkpoints to this workspace later)
+    before = ("created_at <= (SELECT min(finished_at) FROM runs "
+              "WHERE command = 'vilactl demo:report')")
+    names = [r["name"] for r in sql(demo_ws, f"SELECT name FROM datasets WHERE {before}")]
+    ckpts = sql(demo_ws, f"SELECT id, path FROM checkpoints WHERE stage <> 'clip' AND {before}")
+    assert len(names) >= 19
     hint = log.split("ask the demo model about an image:\n", 1)[1].splitlines()[0]
     assert hint.startswith("vilactl --workspace ") and " generate --checkpoint sft@" in hint
     ws = demo_ws.resolve()
