@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 from vilactl.curation.assignment import assign
 from vilactl.curation.readers import read_mmc4
 from vilactl.curation.shapes import questions, random_scene
-from vilactl.curation.world import PRESETS, generate
+from vilactl.curation.world import PRESETS, balanced_questions, generate
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -81,11 +81,30 @@ def test_vqa_questions_have_unique_answers():
         assert ("count", "How many shapes are in the image?", str(len(scene.objects))) in qs
 
 
+def test_conversations_ask_every_type_before_repeating_one():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        qs = questions(random_scene(rng))
+        for k in (1, 3, 4, 20):
+            picked = balanced_questions(rng, qs, k)
+            types = [t for t, _, _ in picked]
+            assert len(picked) == min(k, len(qs)) and len(set(picked)) == len(picked)
+            # every type present in the scene is asked before any type is asked twice
+            assert len(set(types)) == min(len(picked), len({t for t, _, _ in qs}))
+
+
 def test_instruction_and_eval_sets(tiny_world):
     vqa = pq.read_table(tiny_world / "instruct" / "vqa.parquet").to_pylist()
-    roles = [[s["role"] for s in r["segments"]] for r in vqa]
-    assert all(r == ["user", "user", "assistant"] for r in roles)
-    assert all(r["segments"][0]["image"].startswith(b"\x89PNG") for r in vqa)
+    # training VQA: one conversation per image, [image, (question, answer) × up to vqa_turns]
+    for r in vqa:
+        roles = [s["role"] for s in r["segments"]]
+        assert roles[:1] == ["user"] and r["segments"][0]["image"].startswith(b"\x89PNG")
+        assert roles[1:] == ["user", "assistant"] * ((len(roles) - 1) // 2) and len(roles) >= 7
+        asked = [s["text"] for s in r["segments"][1::2]]
+        assert "How many shapes are in the image?" in asked and len(set(asked)) == len(asked)
+    eval_roles = [[s["role"] for s in r["segments"]] for r in
+                  pq.read_table(tiny_world / "instruct" / "eval_vqa.parquet").to_pylist()]
+    assert all(r == ["user", "user", "assistant"] for r in eval_roles)
     text = pq.read_table(tiny_world / "instruct" / "text_instruct.parquet").to_pylist()
     for r in text:
         prompt, answer = r["segments"][0]["text"], r["segments"][1]["text"]
