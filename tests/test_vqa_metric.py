@@ -2,7 +2,7 @@
 reference answers, and eval items that carry them."""
 import pytest
 
-from vilactl.train.evaluate import items
+from vilactl.train.evaluate import items, majority_baseline, qa_turns
 from vilactl.train.evaluate import normalise as exact
 from vilactl.train.vqa_metric import normalise, score
 
@@ -45,3 +45,37 @@ def test_eval_items_carry_the_answers_column():
     a, b = items(rows)
     assert a.references == ("red", "red", "dark red") and b.references == ()
     assert a.answer == b.answer == "red" and a.kind == "color"
+
+
+def _seg(role, text=None, image=None):
+    return {"role": role, "text": text, "image": image}
+
+
+def test_majority_baseline_reads_conversations_typed_by_the_test_set():
+    """The training set holds conversations (one image, several questions): each turn counts
+    for the type the identical held-out question has; untyped questions are left out."""
+    test = items([
+        {"sample_id": "e1", "source": "eval_vqa:count", "segments": [
+            _seg("user", image=b"png"), _seg("user", "How many?"), _seg("assistant", "2")]},
+        {"sample_id": "e2", "source": "eval_vqa:color", "segments": [
+            _seg("user", image=b"png"), _seg("user", "What color?"), _seg("assistant", "red")]},
+    ])
+    train = [
+        {"sample_id": "t1", "source": "vqa", "segments": [
+            _seg("user", image=b"png"), _seg("user", "How many?"), _seg("assistant", "3"),
+            _seg("user", "What color?"), _seg("assistant", "red"),
+            _seg("user", "Unseen question?"), _seg("assistant", "3")]},
+        {"sample_id": "t2", "source": "vqa", "segments": [
+            _seg("user", image=b"png"), _seg("user", "What color?"), _seg("assistant", "green"),
+            _seg("user", "What color?"), _seg("assistant", "green"),
+            _seg("user", "How many?"), _seg("assistant", "2")]},
+        {"sample_id": "t3", "source": "vqa:count", "segments": [
+            _seg("user", image=b"png"), _seg("user", "Count them"), _seg("assistant", "2")]},
+    ]
+    turns = qa_turns(train, test)
+    assert sorted((t.kind, t.answer) for t in turns) == [
+        ("color", "green"), ("color", "green"), ("color", "red"), ("count", "2"), ("count", "2"),
+        ("count", "3")]
+    base = majority_baseline(turns, test)
+    # "green" twice beats "red" once, "2" twice beats "3" once
+    assert base["by_kind"] == {"color": 0.0, "count": 1.0} and base["value"] == 0.5

@@ -106,6 +106,29 @@ def _by_kind(scores: list[float], its: list[Item]) -> dict:
             "by_kind": {k: float(np.mean(v)) for k, v in sorted(by.items())}}
 
 
+def qa_turns(rows: list[dict], test: list[Item]) -> list[Item]:
+    """Every (question, answer) turn of training rows, single questions and conversations alike,
+    as Items typed like the test set: a row whose source names a type (`vqa:count`) gives it;
+    a conversation's turns take the type of the identical question in the test set (untyped
+    questions are left out)."""
+    kind_of = {}
+    for it in test:
+        question = next((s["text"] for s in reversed(it.context) if s["text"]), None)
+        kind_of.setdefault(question, it.kind)
+    out = []
+    for r in rows:
+        typed = r["source"].split(":", 1)[1] if ":" in (r["source"] or "") else None
+        question = None
+        for seg in r["segments"]:
+            if seg["text"] is None:
+                continue
+            if seg["role"] != "assistant":
+                question = seg["text"]
+            elif question is not None and (kind := typed or kind_of.get(question)):
+                out.append(Item(r["sample_id"], kind, [], seg["text"]))
+    return out
+
+
 def majority_baseline(train: list[Item], test: list[Item]) -> dict:
     """Image-blind: the most common training answer per question type."""
     by = defaultdict(Counter)

@@ -27,7 +27,7 @@ from vilactl.catalog import jobs
 from vilactl.catalog.rows import dataset_shards, record_evals
 from vilactl.curation.hf_layout import plain_samples
 from vilactl.pipeline.jobs import checkpoints
-from vilactl.train.evaluate import Evaluator, items, majority_baseline, task_of
+from vilactl.train.evaluate import Evaluator, items, majority_baseline, qa_turns, task_of
 
 DEMO_EVAL = ("eval_vqa", "eval_caption", "eval_text")
 
@@ -119,7 +119,7 @@ def _controls(workspace: Path, ev: Evaluator, its, base: dict, req: EvalRequest)
             for k, v in blank["by_kind"].items()]
     if req.baseline:
         try:
-            train = items(_rows(workspace, req.baseline, None))
+            train = qa_turns(_rows(workspace, req.baseline, None), its)
         except VilactlError:
             return out          # no training set to take majorities from
         maj = majority_baseline(train, its)
