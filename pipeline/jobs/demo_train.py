@@ -40,6 +40,10 @@ def step_eval(ctx) -> dict:
             ("eval_vqa", "accuracy_blank_image", 0): "vqa_blank_image",
             ("eval_vqa", "majority_baseline", 0): "vqa_majority",
             ("eval_caption", "cider", 0): "cider_0shot", ("eval_text", "accuracy", 0): "text_0shot"}
+    # and 0-shot VQA per question type: every type must be read from the image (the report has
+    # each beside its blank-image and majority controls)
+    pick.update({("eval_vqa", f"accuracy:{t}", 0): f"vqa_0shot_{t}"
+                 for t in ("color", "shape", "position", "count")})
     return {pick[k]: round(r["value"], 3) for r in res
             if (k := (r["dataset"], r["metric"], r["shots"])) in pick}
 

@@ -51,6 +51,7 @@ def _grid(ck: str, ds: str, rows: list[dict]) -> str:
         body += (f"<tr><td>{esc(kind)}</td>"
                  + "".join(_cell(val.get((m + suffix, s))) for m, s in cols)
                  + "".join(_cell(val.get((c + suffix, 0)), "ctl") for c in controls) + "</tr>")
+    flags = _flags(val, mains[0], kinds)
     size, task = rows[0]["num_examples"], rows[0]["task"]
     noun = {"caption": "images to caption"}.get(task, "questions")
     why = (" The controls read no image: when an accuracy is not above them, the model is "
@@ -58,7 +59,30 @@ def _grid(ck: str, ds: str, rows: list[dict]) -> str:
     return (f'<h3 data-eval="{esc(ck)}:{esc(ds)}">{esc(ck)} on {esc(ds)}</h3>'
             f"<p>{esc(task)} set of {esc(size)} {noun} (each shot count is "
             f"evaluated on all of them).{why}</p>"
-            f'<div class="scroll"><table class="evalgrid">{head}{body}</table></div>')
+            f'<div class="scroll"><table class="evalgrid">{head}{body}</table></div>{flags}')
+
+
+READS_IMAGE_MARGIN = 0.15    # 0-shot over the blank-image control that counts as reading it
+
+
+def _flags(val: dict, metric: str, kinds: list[str]) -> str:
+    """What the grid says that a reader could miss: question types the model answers no
+    better than without the image, and shot counts that score below 0-shot."""
+    out = []
+    for kind in ["all", *kinds]:
+        suffix = "" if kind == "all" else f":{kind}"
+        zero = val.get((metric + suffix, 0))
+        blank = val.get(("accuracy_blank_image" + suffix, 0))
+        if zero is not None and blank is not None and zero < blank + READS_IMAGE_MARGIN:
+            out.append(f"{kind}: 0-shot {zero:.3f} is less than {READS_IMAGE_MARGIN:.2f} over "
+                       f"the blank image's {blank:.3f} — the model barely reads the image here")
+        for (m, s), v in sorted(val.items()):
+            if m == metric + suffix and s > 0 and zero is not None and v < zero:
+                out.append(f"{kind}: {s}-shot {v:.3f} is below 0-shot {zero:.3f} — the "
+                           "demonstrations hurt instead of helping (docs/eval.md, k-shot)")
+    if not out:
+        return ""
+    return ('<ul class="flags">' + "".join(f"<li>{esc(x)}</li>" for x in out) + "</ul>")
 
 
 def _predictions(workspace: Path, ck: str, ds: str) -> list[dict]:
