@@ -111,13 +111,18 @@ def describe_sentence(scene: Scene, rng: np.random.Generator) -> str:
 
 def questions(scene: Scene) -> list[tuple[str, str, str]]:
     """All (question type, question, answer) triples with a unique answer for this scene."""
-    out = [("count", "How many shapes are in the image?", str(len(scene.objects)))]
+    return [q[:3] for q in object_questions(scene)]
+
+
+def object_questions(scene: Scene) -> list[tuple[str, str, str, int]]:
+    """`questions` with the index of the object each one is about (-1: the whole scene)."""
+    out = [("count", "How many shapes are in the image?", str(len(scene.objects)), -1)]
     shape_counts = {s: sum(o.shape == s for o in scene.objects) for s in SHAPES}
-    for o in scene.objects:
+    for i, o in enumerate(scene.objects):
         if shape_counts[o.shape] == 1:
-            out.append(("color", f"What color is the {o.shape}?", o.color))
-        out.append(("shape", f"What shape is at the {o.position}?", o.shape))
+            out.append(("color", f"What color is the {o.shape}?", o.color, i))
+        out.append(("shape", f"What shape is at the {o.position}?", o.shape, i))
         same = [p for p in scene.objects if (p.color, p.shape) == (o.color, o.shape)]
         if len(same) == 1:
-            out.append(("position", f"Where is the {o.color} {o.shape}?", o.position))
+            out.append(("position", f"Where is the {o.color} {o.shape}?", o.position, i))
     return out

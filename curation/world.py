@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from vilactl.base import atomic
 from vilactl.curation.records import COYO_SCHEMA, sample_table, segment
-from vilactl.curation.shapes import Scene, questions, random_scene, render
+from vilactl.curation.shapes import Scene, object_questions, questions, random_scene, render
 from vilactl.curation.world_docs import make_mmc4_docs, write_jsonl_shards
 from vilactl.curation.world_text import text_instructions
 
@@ -44,7 +44,7 @@ class WorldConfig:
     mmc4_shard_docs: int = 100
     mmc4_broken_rate: float = 0.03
     vqa_images: int = 800
-    vqa_turns: int = 10              # questions per training conversation (vqa_conversations)
+    vqa_turns: int = 4               # questions per training conversation: one per type
     questions_per_image: int = 3     # held-out eval_vqa: single questions per image
     text_instructions: int = 1000
     eval_vqa_images: int = 150
@@ -161,38 +161,45 @@ def vqa_samples(cfg: WorldConfig, name: str, n_images: int, per_image: int) -> l
 
 def vqa_conversations(cfg: WorldConfig, name: str, n_images: int, turns: int) -> list[dict]:
     """One conversation per image: [user image, question, answer, question, answer, …], one
-    question of each type in a random order before any type repeats.
+    question of each type, in a random order, before any type repeats.
 
     Why conversations for training: an image is 64 tokens and an answer one, so single-question
-    samples spend almost all of a step on image tokens that carry no loss. Several questions
-    about the same image put ~4x more answers in a step; every image gets a `count` question
-    (with one question per image only ~40% did, and the demo never learned to count)."""
+    samples spend almost all of a step on image tokens that carry no loss, and with one question
+    per image only ~40% of images were asked to count (the demo never learned to). Why one
+    question per type, each about another object where the scene has one: an earlier answer
+    must not give a later one away ("What shape is at the top left?" → circle, then "Where is
+    the red circle?"), or the model learns to read the conversation instead of the image."""
     rng = stream(cfg, name)
     out = []
     for i in range(n_images):
         scene = random_scene(rng)
         segs = [segment("user", image=render(scene, cfg.image_size))]
-        for _, question, answer in balanced_questions(rng, questions(scene), turns):
+        for _, question, answer, _ in balanced_questions(rng, object_questions(scene), turns):
             segs += [segment("user", question), segment("assistant", answer)]
         out.append({"sample_id": f"{name}-{i:05d}", "source": name, "segments": segs})
     return out
 
 
-def balanced_questions(rng: np.random.Generator, qs: list[tuple[str, str, str]],
-                       k: int) -> list[tuple[str, str, str]]:
-    """Up to k of the questions: round-robin over the types (in a random order), a random
-    question of each, so no type crowds out another; the result is shuffled."""
+def balanced_questions(rng: np.random.Generator, qs: list[tuple[str, str, str, int]],
+                       k: int) -> list[tuple[str, str, str, int]]:
+    """Up to k of the (type, question, answer, object) questions: round-robin over the types
+    in a random order, each time a question about an object not asked about yet when there is
+    one; the result is shuffled."""
     by_type: dict[str, list] = {}
     for q in qs:
         by_type.setdefault(q[0], []).append(q)
     for group in by_type.values():
         rng.shuffle(group)
     order = [by_type[t] for t in rng.permutation(sorted(by_type))]
-    picked = []
+    picked, used = [], set()
     while len(picked) < k and any(order):
         for group in order:
             if group and len(picked) < k:
-                picked.append(group.pop())
+                fresh = [q for q in group if q[3] < 0 or q[3] not in used]
+                q = fresh[0] if fresh else group[0]
+                group.remove(q)
+                used.add(q[3])
+                picked.append(q)
     return [picked[j] for j in rng.permutation(len(picked))]
 
 
