@@ -31,6 +31,7 @@ from vilactl.pipeline.jobs.ablate_plans import (
     KEYS,
     TITLES,
     Variant,
+    cell,
     run_name,
     variants,
 )
@@ -172,14 +173,6 @@ def summarize(rows: list[dict]) -> dict[str, dict[str, dict]]:
                 "mean": float(vals.mean()) if n else None,
                 "std": float(vals.std(ddof=1)) if n > 1 else (0.0 if n else None), "n": n}
     return out
-
-
-def cell(stat: dict) -> str:
-    """`mean ± std (n seeds)`, as the table and the report show a variant's column."""
-    if stat.get("mean") is None:
-        return "—"
-    n = stat["n"]
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f} ({n} seed{'s' if n != 1 else ''})"
 
 
 def summary_table(study: str, summary: dict) -> Table:

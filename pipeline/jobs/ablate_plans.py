@@ -74,3 +74,11 @@ def run_name(study: str, part: str, seed: int) -> str:
     """`ablate_<study>_<part>_s<seed>`: a blend or a run of one study, variant (or shared
     part) and seed; the suffixes -projector, -pretrain, -sft name its checkpoints."""
     return f"ablate_{slug(study)}_{slug(part)}_s{seed}"
+
+
+def cell(stat: dict) -> str:
+    """`mean ± std (n seeds)`, as the table and the report show a variant's column."""
+    if stat.get("mean") is None:
+        return "—"
+    n = stat["n"]
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f} ({n} seed{'s' if n != 1 else ''})"
