@@ -93,8 +93,8 @@ def ablate(workspace: Path, console: Console, req: AblateRequest) -> dict:
                           summary=summarize(rows), seconds=round(sum(r["seconds"]
                                                                      for r in rows), 1))
     console.print(summary_table(req.study, job.counts["summary"]))
-    console.print(f"ablation {req.study} took {job.counts['seconds']:.0f} s "
-                  f"({len(seeds)} seed(s))")
+    console.print(f"ablation took {job.counts['seconds']:.0f} s (study {req.study}, "
+                  f"{len(seeds)} seed(s))")
     return job.counts
 
 
