@@ -120,6 +120,8 @@ def test_ablate_sft_text_and_freeze_with_seeds(demo_ws, tmp_path):
                   workspace=ws, check=True, timeout=900)
     assert "ablation took" in out.stdout and " ± " in out.stdout
     _check_counts(_counts(ws, "sft-text"), "sft-text", [0, 1])
+    args = json.loads(sql(ws, "SELECT args FROM runs WHERE command = 'vilactl ablate'")[0]["args"])
+    assert args["start"] in {r["id"] for r in demo_cks if r["id"].startswith("pretrain@")}
     out = run_cli("ablate", "--study", "freeze", "--seeds", "2", "--seed", "3",
                   "--projector-steps", "2", "--pretrain-steps", "2", "--sft-steps", "2",
                   workspace=ws, check=True, timeout=900)

@@ -60,11 +60,16 @@ def _image_budget(workspace: Path) -> int:
 
 def _start(workspace: Path, study: str) -> dict | None:
     """The demo checkpoint every variant starts from (data: projector, sft-text: pretrain;
-    freeze trains its own projectors), one line when the catalog has none."""
+    freeze trains its own projectors): the final one of the run named as the stage, else the
+    newest of the stage not trained by an ablation; one line when the catalog has none."""
     stage = {"data": "projector", "sft-text": "pretrain"}.get(study)
     if stage is None:
         return None
-    row = find_checkpoint(workspace, stage=stage)
+    # the demo's run of that name first: the newest of the stage may be an ablation's own
+    # (a freeze study's linear projector), which is no common start
+    row = find_checkpoint(workspace, stage) or find_checkpoint(workspace, stage=stage)
+    if row is not None and row["id"].startswith("ablate_"):
+        row = None
     if row is None:
         raise VilactlError(f"ablate --study {study} starts every run from a {stage} checkpoint: "
                            f"run `vilactl demo` (or `vilactl train --stage {stage}`) first")
