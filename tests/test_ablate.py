@@ -116,15 +116,18 @@ def _check_frozen(ws: Path, seed: int) -> None:
 def test_ablate_sft_text_and_freeze_with_seeds(demo_ws, tmp_path):
     ws = workspace_copy(demo_ws, tmp_path / "ws")
     demo_cks = sql(ws, "SELECT id, path FROM checkpoints ORDER BY id")
-    out = run_cli("ablate", "--study", "sft-text", "--seeds", "2", "--sft-steps", "2",
+    quick = ["--sft-steps", "2", "--eval-limit", "5"]       # 5: room for 4 shots
+    out = run_cli("ablate", "--study", "sft-text", "--seeds", "2", *quick,
                   workspace=ws, check=True, timeout=900)
     assert "ablation took" in out.stdout and " ± " in out.stdout
     _check_counts(_counts(ws, "sft-text"), "sft-text", [0, 1])
     args = json.loads(sql(ws, "SELECT args FROM runs WHERE command = 'vilactl ablate'")[0]["args"])
     assert args["start"] in {r["id"] for r in demo_cks if r["id"].startswith("pretrain@")}
+    assert {r["num_examples"] for r in sql(ws, "SELECT DISTINCT num_examples FROM evals WHERE "
+                                               "checkpoint LIKE 'ablate_%'")} == {5}
     out = run_cli("ablate", "--study", "freeze", "--seeds", "2", "--seed", "3",
-                  "--projector-steps", "2", "--pretrain-steps", "2", "--sft-steps", "2",
-                  workspace=ws, check=True, timeout=900)
+                  "--projector-steps", "2", "--pretrain-steps", "2", *quick, workspace=ws,
+                  check=True, timeout=900)
     assert "stages.pretrain.freeze_llm=true" in out.stdout
     assert re.search(r"llm frozen \(0/[\d,]+\)", out.stdout)
     _check_counts(_counts(ws, "freeze"), "freeze", [3, 4])

@@ -158,6 +158,9 @@ def ablate(
                                    "(default: the config's)."),
     config: str | None = typer.Option(None, help="Training config (default: debug)."),
     seed: int = typer.Option(0, callback=SEED, help="First seed (the others follow it)."),
+    eval_limit: int | None = typer.Option(None, callback=COUNT,
+                                          help="Evaluate on the first N examples of each set "
+                                               "only (quick looks; default: all)."),
 ) -> None:
     """One of the paper's ablations on the demo world, each variant trained, SFT-ed and
     evaluated once per seed (runs named ablate_<study>_<variant>_s<seed>); prints mean ± std
@@ -166,7 +169,8 @@ def ablate(
     from vilactl.pipeline.jobs.ablate import ablate as run
 
     run(state.workspace, console, AblateRequest(value(study), seeds, seed, pretrain_steps,
-                                                sft_steps, projector_steps, config))
+                                                sft_steps, projector_steps, config,
+                                                eval_limit))
 
 
 @app.command()

@@ -50,6 +50,7 @@ class AblateRequest:
     sft_steps: int = 80
     projector_steps: int | None = None  # freeze: stage-0 steps (None: the config's)
     config: str | None = None
+    eval_limit: int | None = None      # first N examples of each eval set (quick looks, tests)
 
 
 def _image_budget(workspace: Path) -> int:
@@ -86,7 +87,7 @@ def ablate(workspace: Path, console: Console, req: AblateRequest) -> dict:
     seeds = list(range(req.seed, req.seed + req.seeds))
     args = {"study": req.study, "seeds": seeds, "pretrain_steps": req.pretrain_steps,
             "sft_steps": req.sft_steps, "projector_steps": req.projector_steps,
-            "config": req.config, "start": start and start["id"]}
+            "config": req.config, "eval_limit": req.eval_limit, "start": start and start["id"]}
     if req.study == "data":
         args["images"] = _image_budget(workspace)
     with jobs.job(workspace, "vilactl ablate", args, target="ablate") as job:
@@ -157,7 +158,8 @@ class _Seed:
         sft_part = f"sft_{v.key}" if req.study == "sft-text" else "sft"
         sft_blend = self._blend(sft_part, {"weights": v.sft})
         ck = self._train("sft", f"{prefix}-sft", sft_blend, init, req.sft_steps, sets)
-        res = evaluate(self.ws, EvalRequest(checkpoint=ck), self.console, show_table=False)
+        res = evaluate(self.ws, EvalRequest(checkpoint=ck, limit=req.eval_limit), self.console,
+                       show_table=False)
         got = {f"{r['dataset']}:{r['metric']}:{r['shots']}": r["value"] for r in res}
         return {"variant": v.key, "seed": self.seed, **{k: got.get(k) for k in KEYS},
                 "checkpoint": find_checkpoint(self.ws, ck)["id"],
