@@ -145,3 +145,25 @@ def test_ablate_sft_text_and_freeze_with_seeds(demo_ws, tmp_path):
             == n * len(KEYS)
         cols = re.findall(r'<li data-direction="([^"]+)">', part)
         assert set(cols) == set(KEYS)
+
+
+def test_freeze_llm_is_a_stage_option_honoured_by_apply_freeze():
+    from torch import nn
+
+    from vilactl.base.errors import VilactlError
+    from vilactl.train import config
+    from vilactl.train.stages import STAGES, apply_freeze, describe
+
+    cfg = config.load(None, ["stages.pretrain.freeze_llm=true"])
+    assert cfg.stages["pretrain"].freeze_llm and not cfg.stages["sft"].freeze_llm
+    with pytest.raises(VilactlError, match="freeze_llm and lora exclude each other"):
+        config.load(None, ["stages.pretrain.freeze_llm=true", "stages.pretrain.lora=4"])
+    with pytest.raises(VilactlError, match="freeze_llm must be true or false"):
+        config.load(None, ["stages.pretrain.freeze_llm=3"])
+    model = nn.Module()
+    model.vision, model.projector, model.llm = nn.Linear(2, 3), nn.Linear(3, 4), nn.Linear(4, 5)
+    counts = apply_freeze(model, STAGES["pretrain"], freeze_llm=True)
+    assert counts["llm"] == {"trainable": 0, "total": 25}
+    assert counts["projector"] == {"trainable": 16, "total": 16}
+    assert "llm frozen (0/25)" in describe(counts)
+    assert apply_freeze(model, STAGES["pretrain"])["llm"]["trainable"] == 25
