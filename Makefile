@@ -45,10 +45,25 @@ projector pretrain sft: install
 		--name $(or $(NAME),$@$(if $(BLEND),-$(BLEND))) $(if $(INIT),--init $(INIT)) \
 		$(if $(REPLACE),--replace) $(foreach s,$(SET),--set '$(s)')
 
+# One of the paper's ablations on the demo world, SEEDS seeds per variant (mean ± std):
+# STUDY=data (Table 3, pretraining blends; starts from the demo's projector checkpoint),
+# freeze (Table 1, LLM frozen or trained × linear or mlp2x_gelu projector; trains its own
+# projectors from the demo's blends), sft-text (Table 4, SFT with or without text-only
+# instructions; starts from the demo's pretrain checkpoint). The demo runs first up to what
+# the study starts from.
+STUDY ?= data
+SEEDS ?= 3
+ABLATE_NEEDS_data := train-projector
+ABLATE_NEEDS_freeze := blends
+ABLATE_NEEDS_sft-text := train-pretrain
+ABLATE_CHECK_data := ls workspace/checkpoints/projector/step-*/model.safetensors
+ABLATE_CHECK_freeze := ls workspace/blends/blend_projector/manifest.json
+ABLATE_CHECK_sft-text := ls workspace/checkpoints/pretrain/step-*/model.safetensors
 ablate: install
-	ls workspace/checkpoints/projector/step-*/model.safetensors >/dev/null 2>&1 || \
-		$(BIN)/vilactl demo --until train-projector
-	$(BIN)/vilactl ablate
+	$(if $(ABLATE_NEEDS_$(STUDY)),,$(error STUDY must be data, freeze or sft-text, got '$(STUDY)'))
+	$(ABLATE_CHECK_$(STUDY)) >/dev/null 2>&1 || \
+		$(BIN)/vilactl demo --until $(ABLATE_NEEDS_$(STUDY))
+	$(BIN)/vilactl ablate --study $(STUDY) --seeds $(SEEDS)
 
 # The report test opens the HTML in headless Chromium (Debian's package).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)

@@ -1,7 +1,8 @@
 """The closed sets of values that command-line options take (stages, demo sizes and steps,
-download formats, resize modes, MMC4 variants, image orders), in one light module: the modules
-that validate these values import them from here, and pipeline/cli/choices.py turns them into
-the choices `--help` lists — without importing torch, Ray or the demo to print help."""
+download formats, resize modes, MMC4 variants, image orders, ablation studies), in one light
+module: the modules that validate these values import them from here, and
+pipeline/cli/choices.py turns them into the choices `--help` lists — without importing torch,
+Ray or the demo to print help."""
 from __future__ import annotations
 
 # train/stages.py: the VILA recipe's stages, in training order
@@ -20,5 +21,7 @@ RESIZE_MODES = ("keep_ratio", "center_crop", "border", "no", "keep_ratio_largest
 # curation/mmc4_variants.py: the MMC4 variants `vilactl build` makes, and which images it keeps
 MMC4_VARIANTS = ("interleaved", "after", "shuffled", "pairs")
 IMAGE_ORDERS = ("page", "sentence")
+# pipeline/jobs/ablate_plans.py: `vilactl ablate --study`, the paper's Tables 3, 1 and 4
+ABLATE_STUDIES = ("data", "freeze", "sft-text")
 # pipeline/cli/output.py: `vilactl sql --format`
 SQL_FORMATS = ("table", "csv", "json", "parquet")

@@ -105,3 +105,15 @@ def eval_samples(con, dataset: str, sample_ids: list[str]) -> dict[str, list[dic
     rows = con.sql(f'SELECT sample_id, segments FROM "{view_name(dataset)}" '
                    "WHERE list_contains(?, sample_id)", params=[sample_ids]).fetchall()
     return dict(rows)
+
+
+def ablate_runs(con) -> list[dict]:
+    """The newest finished `vilactl ablate` run of each study (its counts: study, seeds, rows,
+    summary), oldest first; runs from before studies were recorded are left out."""
+    rows = _dicts(con.sql(
+        "SELECT id, finished_at, counts FROM runs WHERE command = 'vilactl ablate' AND "
+        "status = 'ok' AND json_extract_string(counts, '$.study') IS NOT NULL AND "
+        "json_extract(counts, '$.summary') IS NOT NULL QUALIFY row_number() OVER (PARTITION "
+        "BY json_extract_string(counts, '$.study') ORDER BY finished_at DESC) = 1 "
+        "ORDER BY finished_at"))
+    return [{**json.loads(r.pop("counts")), **r} for r in rows]

@@ -49,6 +49,7 @@ CHOICES = [
     (("build",), "--image-order", vocab.IMAGE_ORDERS,
      ["build", "--variant", "pairs", "--image-order"]),
     (("sql",), "--format", vocab.SQL_FORMATS, ["sql", "SELECT 1", "--format"]),
+    (("ablate",), "--study", vocab.ABLATE_STUDIES, ["ablate", "--study"]),
     (("register", "samples"), "--kind", tuple(k.value for k in Kind),
      ["register", "samples", "--data", "x", "--name", "x", "--kind"]),
 ]

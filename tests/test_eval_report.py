@@ -83,15 +83,17 @@ def test_vqa_accuracy_scores_against_every_reference_answer(demo_ws, tmp_path):
 
 def test_ablate_prints_four_rows(demo_ws, tmp_path):
     ws = workspace_copy(demo_ws, tmp_path / "ws")
-    out = run_cli("ablate", "--pretrain-steps", "2", "--sft-steps", "2", workspace=ws,
-                  check=True, timeout=900)
+    out = run_cli("ablate", "--seeds", "1", "--pretrain-steps", "2", "--sft-steps", "2",
+                  workspace=ws, check=True, timeout=900)
     for row in ("coyo", "mmc4-pairs", "mmc4 ", "mmc4+coyo"):
         assert row in out.stdout, out.stdout[-2000:]
     assert "ablation took" in out.stdout
     run = sql(ws, "SELECT counts FROM runs WHERE command = 'vilactl ablate'")
     rows = json.loads(run[0]["counts"])["rows"]
-    assert [r["pretraining"] for r in rows] == ["coyo", "mmc4-pairs", "mmc4", "mmc4+coyo"]
+    assert [r["variant"] for r in rows] == ["coyo", "mmc4-pairs", "mmc4", "mmc4+coyo"]
+    assert {r["seed"] for r in rows} == {0}
     assert all(r["eval_vqa:accuracy:0"] is not None for r in rows)
-    images = sql(ws, "SELECT name, num_images FROM blends WHERE name LIKE 'ablate_%'")
+    images = sql(ws, "SELECT name, num_images FROM blends WHERE name LIKE 'ablate_data_%' AND "
+                     "name NOT LIKE 'ablate_data_sft_%'")
     counts = [r["num_images"] for r in images]
     assert len(counts) == 4 and max(counts) - min(counts) <= 6   # equal budgets, to one doc

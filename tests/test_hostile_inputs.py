@@ -218,6 +218,8 @@ def out_of_range(root):
         (["generate", "--prompt", "hi", "--top-p", "0"], "--top-p must be a number in (0, 1]"),
         (["generate", "--prompt", "hi", "--max-new-tokens", "0"], "--max-new-tokens must be"),
         (["ablate", "--sft-steps", "0"], "--sft-steps must be"),
+        (["ablate", "--seeds", "0"], "--seeds must be a positive integer below 2^63, got 0"),
+        (["ablate", "--projector-steps", "0"], "--projector-steps must be"),
         (["demo", "--seed", "-1"], "--seed must be"),
         (["world", "--out", str(root / "w"), "--seed", big], "--seed must be"),
         (["mirror", "serve", "--port", "70000"], "--port must be an integer from 0 to 65535"),

@@ -65,6 +65,7 @@ class StageCfg:
     blend: str | None = None
     steps: int = 100
     lora: int = 0                      # LoRA rank for the LLM (0 = full fine-tuning)
+    freeze_llm: bool = False           # keep the LLM frozen in a stage that trains it
     global_batch: int | None = None    # these three: None = the top-level value
     micro_batch_size: int | None = None
     max_length: int | None = None
@@ -271,6 +272,10 @@ def _check(cfg: TrainConfig, src: str) -> None:
     if len(cfg.train.betas) != 2 or not all(0 <= b < 1 for b in cfg.train.betas):
         raise VilactlError(f"{src}: train.betas must be two numbers in [0, 1), "
                            f"got {cfg.train.betas}")
+    for name, s in cfg.stages.items():
+        if s.freeze_llm and s.lora:     # adapters on a frozen LLM would train nothing of it
+            raise VilactlError(f"{src}: stages.{name}: freeze_llm and lora exclude each other "
+                               "(freeze_llm keeps the LLM, adapters included, frozen)")
     if cfg.train.global_batch is not None and cfg.train.grad_accum is not None:
         raise VilactlError(f"{src}: set train.global_batch or train.grad_accum, not both "
                            "(accumulation is derived from the global batch)")

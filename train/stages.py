@@ -6,7 +6,9 @@
 - sft        stage 2: projector + LLM learn on visual + text-only instructions, loss on
              assistant turns only (joint SFT, §3.3).
 The vision tower stays frozen throughout, as in the paper. `lora > 0` trains low-rank adapters
-on the LLM instead of its full weights (the paper's Table 9 comparison).
+on the LLM instead of its full weights (the paper's Table 9 comparison). A stage's config
+`freeze_llm: true` keeps the LLM frozen where the stage would train it (the paper's Table 1:
+pretraining with the LLM frozen, only the projector learning; `vilactl ablate --study freeze`).
 """
 from __future__ import annotations
 
@@ -39,11 +41,13 @@ def add_lora(model, rank: int) -> None:
                                                      target_modules=targets, lora_dropout=0.0))
 
 
-def apply_freeze(model: nn.Module, stage: Stage, lora: int = 0) -> dict[str, dict[str, int]]:
-    """Set requires_grad per the stage; returns {part: {trainable, total}} parameter counts."""
+def apply_freeze(model: nn.Module, stage: Stage, lora: int = 0,
+                 freeze_llm: bool = False) -> dict[str, dict[str, int]]:
+    """Set requires_grad per the stage (the LLM too kept frozen with `freeze_llm`); returns
+    {part: {trainable, total}} parameter counts, which the log line and the run record show."""
     for part in ("vision", "projector", "llm"):
         module = getattr(model, part)
-        on = part in stage.trains
+        on = part in stage.trains and not (freeze_llm and part == "llm")
         for name, p in module.named_parameters():
             p.requires_grad = on and (not lora or part != "llm" or "lora_" in name)
     return {part: {"trainable": sum(p.numel() for p in getattr(model, part).parameters()

@@ -21,7 +21,7 @@ from vilactl.base.errors import Stopped, VilactlError
 from vilactl.catalog import db
 from vilactl.pipeline.cli import help_text, output
 from vilactl.pipeline.cli.blend import blend as blend_cmd
-from vilactl.pipeline.cli.choices import DemoStep, SqlFormat, WorldSize, value
+from vilactl.pipeline.cli.choices import DemoStep, SqlFormat, Study, WorldSize, value
 from vilactl.pipeline.cli.context import COUNT, SEED, console, err_console, in_range, state
 from vilactl.pipeline.cli.curation import build, curate, score
 from vilactl.pipeline.cli.download import download as download_cmd
@@ -142,17 +142,35 @@ def report(out: Path | None = typer.Option(None, "--out", help="HTML file to wri
 
 @app.command()
 def ablate(
+    study: Study = typer.Option("data", help="Which of the paper's ablations: data (Table 3: "
+                                "COYO / MMC4-pairs / MMC4 / MMC4+COYO pretraining), freeze "
+                                "(Table 1: LLM frozen or trained in pretraining × linear or "
+                                "mlp2x_gelu projector), sft-text (Table 4: SFT with or without "
+                                "text-only instructions)."),
+    seeds: int = typer.Option(3, callback=COUNT, help="Seeds per variant (each draws its own "
+                                                       "blends and sets train.seed); the table "
+                                                       "shows mean ± std over them."),
     pretrain_steps: int = typer.Option(80, callback=COUNT, help="Pretraining steps of each run."),
     sft_steps: int = typer.Option(80, callback=COUNT,
                                   help="SFT steps of each run (identical for all)."),
+    projector_steps: int | None = typer.Option(
+        None, callback=COUNT, help="freeze: steps of each projector kind's stage-0 run "
+                                   "(default: the config's)."),
     config: str | None = typer.Option(None, help="Training config (default: debug)."),
-    seed: int = typer.Option(0, callback=SEED, help="Seed of the ablation blends."),
+    seed: int = typer.Option(0, callback=SEED, help="First seed (the others follow it)."),
+    eval_limit: int | None = typer.Option(None, callback=COUNT,
+                                          help="Evaluate on the first N examples of each set "
+                                               "only (quick looks; default: all)."),
 ) -> None:
-    """The paper's pretraining-data ablation on the demo world: COYO, MMC4-pairs, MMC4,
-    MMC4+COYO at equal image counts, then identical SFT and evaluation; prints the table."""
+    """One of the paper's ablations on the demo world, each variant trained, SFT-ed and
+    evaluated once per seed (runs named ablate_<study>_<variant>_s<seed>); prints mean ± std
+    per variant; `vilactl report` shows it as the paper's table, with the paper's direction."""
+    from vilactl.pipeline.jobs.ablate import AblateRequest
     from vilactl.pipeline.jobs.ablate import ablate as run
 
-    run(state.workspace, console, pretrain_steps, sft_steps, config, seed)
+    run(state.workspace, console, AblateRequest(value(study), seeds, seed, pretrain_steps,
+                                                sft_steps, projector_steps, config,
+                                                eval_limit))
 
 
 @app.command()

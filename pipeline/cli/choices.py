@@ -22,6 +22,7 @@ ResizeMode = _choices("ResizeMode", vocab.RESIZE_MODES)
 Mmc4Variant = _choices("Mmc4Variant", vocab.MMC4_VARIANTS)
 ImageOrder = _choices("ImageOrder", vocab.IMAGE_ORDERS)
 SqlFormat = _choices("SqlFormat", vocab.SQL_FORMATS)
+Study = _choices("Study", vocab.ABLATE_STUDIES)
 DatasetKind = _choices("DatasetKind", Kind)
 Corpus = _choices("Corpus", ("coyo", "mmc4"))
 CoyoCorpus = _choices("CoyoCorpus", ("coyo",))     # what `curate` selects from

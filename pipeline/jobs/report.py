@@ -4,9 +4,10 @@ Datasets; every run with its status and the counts it recorded, download failure
 and what the MMC4 build dropped (report_stages); every CLIP selection with its score histogram
 and image grids (report_curation); MMC4 variants rendered as documents; blend composition; one
 loss chart per training stage (report_train); eval grids with controls and example predictions
-(report_eval). Page and chart primitives live in report_html, the SQL in catalog/report_data.
-Plots are matplotlib PNGs and images are inlined as data URIs, so the file opens anywhere
-without the workspace.
+(report_eval); each ablation study as the paper's table with our direction against
+the paper's (report_ablate). Page and chart primitives live in report_html, the SQL in
+catalog/report_data. Plots are matplotlib PNGs and images are inlined as data URIs, so the
+file opens anywhere without the workspace.
 """
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from pathlib import Path
 from vilactl.base import atomic
 from vilactl.base.paths import check_workspace
 from vilactl.catalog import db, report_data
-from vilactl.pipeline.jobs import report_curation, report_eval, report_stages, report_train
+from vilactl.pipeline.jobs import (
+    report_ablate,
+    report_curation,
+    report_eval,
+    report_stages,
+    report_train,
+)
 from vilactl.pipeline.jobs.report_html import HEAD, PALETTE, chart, esc, muted, page, table, thumb
 
 
@@ -63,6 +70,7 @@ def _sections(con, workspace: Path) -> list[tuple[str, str]]:
         ("Blends", _blends(report_data.blend_components(con))),
         ("Training loss per stage", report_train.section(report_data.training_runs(con))),
         ("Evaluation", report_eval.section(con, workspace)),
+        ("Ablations (mean ± std over seeds, against the paper)", report_ablate.section(con)),
     ]
 
 

@@ -240,7 +240,7 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
     lora = scfg.lora if req.lora is None else req.lora
     if lora:
         add_lora(model, lora)
-    counts = apply_freeze(model, stage, lora)
+    counts = apply_freeze(model, stage, lora, scfg.freeze_llm)
     if d.main:
         _announce(console, req.stage, blend, counts, layout, d.world, cfg.data.workers)
         if cfg.overrides:
@@ -251,7 +251,8 @@ def train(workspace: Path, req: TrainRequest, console: Console) -> dict:
         model.llm.gradient_checkpointing_enable({"use_reentrant": False})
     steps = req.steps or scfg.steps
     args = {"name": req.out_name, "blend": blend, "config": cfg.source, "steps": steps,
-            "lora": lora, "parent": parent and parent["id"], "world": d.world,
+            "lora": lora, "freeze_llm": scfg.freeze_llm, "parent": parent and parent["id"],
+            "world": d.world,
             "global_batch": layout.global_batch, "grad_accum": layout.grad_accum,
             "micro_batch_size": layout.micro_batch_size, "max_length": layout.max_length,
             "strategy": cfg.train.strategy, "set": cfg.overrides}
