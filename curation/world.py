@@ -44,8 +44,8 @@ class WorldConfig:
     mmc4_shard_docs: int = 100
     mmc4_broken_rate: float = 0.03
     vqa_images: int = 800
-    vqa_turns: int = 4               # questions per training conversation: one per type
-    questions_per_image: int = 3     # held-out eval_vqa: single questions per image
+    vqa_turns: int = 0               # >0: training VQA as conversations (docs/train.md: lost)
+    questions_per_image: int = 3     # single questions per image (eval_vqa; vqa unless turns)
     text_instructions: int = 1000
     eval_vqa_images: int = 150
     caption_images: int = 600        # caption instructions for SFT: [user image, assistant caption]
@@ -223,7 +223,8 @@ def generate(out: str | Path, cfg: WorldConfig) -> dict:
     docs, doc_truth = make_mmc4_docs(cfg, out, stream(cfg, "mmc4"))
     files["mmc4"] = write_jsonl_shards(out / "mmc4", docs, cfg.mmc4_shard_docs)
     sets = {
-        "vqa": vqa_conversations(cfg, "vqa", cfg.vqa_images, cfg.vqa_turns),
+        "vqa": (vqa_conversations(cfg, "vqa", cfg.vqa_images, cfg.vqa_turns) if cfg.vqa_turns
+                else vqa_samples(cfg, "vqa", cfg.vqa_images, cfg.questions_per_image)),
         "caption_instruct": caption_samples(cfg, "caption_instruct", cfg.caption_images),
         "text_instruct": text_instructions(stream(cfg, "text"), "text_instruct",
                                            cfg.text_instructions),

@@ -19,8 +19,8 @@ QUESTION_TYPES = ("color", "shape", "position", "count")
 READ_FROM_IMAGE = ("color",)               # issue 24's bar: ≥ 2× majority and ≥ blank + 0.15
 # the 0-shot margin over the blank-image control each other type must keep (measured, minus
 # a few points: docs/train.md)
-MARGIN_OVER_BLANK = {"count": 0.15, "shape": 0.08, "position": 0.03}
-OVERALL_FLOOR_0SHOT = 0.42
+MARGIN_OVER_BLANK = {"count": 0.14, "shape": 0.13, "position": 0.07}   # measured .162/.150/.087
+OVERALL_FLOOR_0SHOT = 0.44                                            # measured 0.458
 DEMO_LIMIT_S = 2400
 
 

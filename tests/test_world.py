@@ -102,16 +102,12 @@ def test_conversations_ask_every_type_before_repeating_one():
 
 def test_instruction_and_eval_sets(tiny_world):
     vqa = pq.read_table(tiny_world / "instruct" / "vqa.parquet").to_pylist()
-    # training VQA: one conversation per image, [image, (question, answer) × up to vqa_turns]
-    for r in vqa:
-        roles = [s["role"] for s in r["segments"]]
-        assert roles[:1] == ["user"] and r["segments"][0]["image"].startswith(b"\x89PNG")
-        assert roles[1:] == ["user", "assistant"] * ((len(roles) - 1) // 2) and len(roles) >= 7
-        asked = [s["text"] for s in r["segments"][1::2]]
-        assert "How many shapes are in the image?" in asked and len(set(asked)) == len(asked)
-    eval_roles = [[s["role"] for s in r["segments"]] for r in
-                  pq.read_table(tiny_world / "instruct" / "eval_vqa.parquet").to_pylist()]
-    assert all(r == ["user", "user", "assistant"] for r in eval_roles)
+    for name in ("vqa", "eval_vqa"):      # the default: single questions
+        rows = pq.read_table(tiny_world / "instruct" / f"{name}.parquet").to_pylist()
+        assert all([s["role"] for s in r["segments"]] == ["user", "user", "assistant"]
+                   for r in rows)
+    assert all(r["segments"][0]["image"].startswith(b"\x89PNG") for r in vqa)
+
     text = pq.read_table(tiny_world / "instruct" / "text_instruct.parquet").to_pylist()
     for r in text:
         prompt, answer = r["segments"][0]["text"], r["segments"][1]["text"]
@@ -123,3 +119,14 @@ def test_instruction_and_eval_sets(tiny_world):
     assert len(eval_vqa) == 45 and {r["sample_id"] for r in eval_vqa}.isdisjoint(
         {r["sample_id"] for r in vqa})
     assert len(train_imgs) > 30
+
+
+def test_vqa_conversations_option(tmp_path):
+    """vqa_turns > 0: one conversation per image, [image, (question, answer) × turns]."""
+    generate(tmp_path, replace(PRESETS["tiny"], vqa_turns=4, coyo_rows=10, mmc4_docs=2))
+    for r in pq.read_table(tmp_path / "instruct" / "vqa.parquet").to_pylist():
+        roles = [s["role"] for s in r["segments"]]
+        assert roles[:1] == ["user"] and r["segments"][0]["image"].startswith(b"\x89PNG")
+        assert roles[1:] == ["user", "assistant"] * ((len(roles) - 1) // 2) and len(roles) >= 7
+        asked = [s["text"] for s in r["segments"][1::2]]
+        assert "How many shapes are in the image?" in asked and len(set(asked)) == len(asked)
